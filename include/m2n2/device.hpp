@@ -1,0 +1,27 @@
+// m2n2 — compute device and thread settings. The only place where device and
+// dtype choices are made (see src/torch_device.hpp for the LibTorch side).
+#pragma once
+#include <string>
+
+namespace m2n2 {
+
+enum class Device { Auto, Cpu, Cuda };
+// Storage precision of the Markov operator. Reduced precision is for CUDA: LibTorch
+// 1.13 has no fp16 matrix products on CPU, and bf16 is slow there.
+enum class Precision { Float32, Float16, BFloat16 };
+
+Device parse_device(const std::string& s);        // "auto" | "cpu" | "cuda"
+Precision parse_precision(const std::string& s);  // "fp32" | "fp16" | "bf16"
+std::string to_string(Device d);
+std::string to_string(Precision p);
+
+bool cuda_available();
+// Auto -> Cuda when available, else Cpu. Asking for Cuda without one throws Error.
+Device resolve(Device d);
+
+// Sets the threads used by LibTorch and by m2n2's own OpenMP loops (one pool size
+// for both so that they never oversubscribe the cores). 0 = number of cores.
+void set_num_threads(int n);
+int num_threads();
+
+}  // namespace m2n2

@@ -1,0 +1,27 @@
+// m2n2 — reading images and masks, writing PNGs atomically.
+#pragma once
+#include <string>
+
+#include <opencv2/core.hpp>
+
+namespace m2n2 {
+
+struct LoadedImage {
+  cv::Mat rgb;       // CV_8UC3, RGB
+  std::string note;  // what was converted (grayscale, alpha, 16-bit), empty if nothing
+};
+
+// Reads any image OpenCV can decode and converts it to 8-bit RGB. Throws Error
+// ("path: problem") for missing, unreadable, corrupt, empty or absurdly large files.
+LoadedImage read_rgb(const std::string& path, int64_t max_pixels = 400000000);
+// Reads a single-channel mask as CV_8U (first channel, 16-bit scaled down).
+cv::Mat read_mask(const std::string& path);
+// Writes a PNG through a temporary file and a rename.
+void write_png_atomic(const std::string& path, const cv::Mat& img);
+// Encodes an image to PNG bytes.
+std::string encode_png(const cv::Mat& img);
+
+// 64-bit FNV-1a hash of the decoded pixels (the cache key of an image), as hex.
+std::string content_hash(const cv::Mat& m);
+
+}  // namespace m2n2

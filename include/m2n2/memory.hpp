@@ -1,0 +1,18 @@
+// m2n2 — memory estimates and limits, checked before big allocations.
+#pragma once
+#include <string>
+
+namespace m2n2 {
+
+// Bytes the system reports as available (MemAvailable), or 0 if unknown.
+double available_memory_bytes();
+
+// Parses "512M", "2G", "1.5GiB", "1000000" (bytes). Throws Error on bad input.
+double parse_memory_size(const std::string& s);
+std::string format_bytes(double bytes);
+
+// Throws MemoryError naming `what` when `needed` exceeds `limit` (or, with
+// limit = 0, what is available). `hint` is appended (e.g. "use a smaller grid").
+void check_memory(double needed, double limit, const std::string& what, const std::string& hint);
+
+}  // namespace m2n2

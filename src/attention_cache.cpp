@@ -1,0 +1,96 @@
+#include "m2n2/attention_cache.hpp"
+
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "m2n2/error.hpp"
+#include "m2n2/image_io.hpp"
+#include "m2n2/npy.hpp"
+
+namespace m2n2 {
+namespace fs = std::filesystem;
+
+void round_to_fp16(Attention& att) {
+  for (auto& m : att.maps)
+    for (auto& v : m.data) v = half_to_float(float_to_half(v));
+}
+
+AttentionCache::AttentionCache(std::string dir) : dir_(std::move(dir)) {}
+
+std::string AttentionCache::default_dir() {
+  if (const char* x = std::getenv("M2N2_CACHE_DIR")) return x;
+  if (const char* x = std::getenv("XDG_CACHE_HOME")) return std::string(x) + "/m2n2";
+  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.cache/m2n2";
+  return ".m2n2-cache";
+}
+
+namespace {
+std::string hash_string(const std::string& s) {
+  cv::Mat m(1, static_cast<int>(s.size()), CV_8U, const_cast<char*>(s.data()));
+  return content_hash(m);
+}
+}  // namespace
+
+Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
+  const std::string id = source.id();
+  if (id.rfind("file:", 0) == 0) return source.compute(rgb);
+  const std::string key = content_hash(rgb) + "-" + hash_string(id);
+  const fs::path index = fs::path(dir_) / (key + ".txt");
+  std::error_code ec;
+  if (!dir_.empty() && fs::exists(index, ec)) {
+    try {
+      std::istringstream in(read_file(index.string()));
+      std::string line;
+      std::getline(in, line);
+      if (line != id) throw Error("key collision");
+      Attention a;
+      std::string name;
+      int h, w, i = 0;
+      float weight;
+      while (in >> name >> h >> w >> weight) {
+        NpyArray arr = read_npy((fs::path(dir_) / (key + "_" + std::to_string(i++) + ".npy")).string());
+        AttentionMap m;
+        m.name = name;
+        m.h = h;
+        m.w = w;
+        m.weight = weight;
+        if (arr.size() != static_cast<int64_t>(h) * w * h * w) throw Error("size mismatch");
+        m.data = std::move(arr.data);
+        a.maps.push_back(std::move(m));
+      }
+      if (a.maps.empty()) throw Error("empty entry");
+      a.meta["source"] = id;
+      a.meta["cache"] = "hit";
+      ++hits_;
+      return a;
+    } catch (const Error&) {
+      // A damaged entry is recomputed below.
+    }
+  }
+  Attention a = source.compute(rgb);
+  ++computed_;
+  round_to_fp16(a);
+  if (!dir_.empty()) {
+    try {
+      fs::create_directories(dir_, ec);
+      std::ostringstream idx;
+      idx << id << "\n";
+      for (size_t i = 0; i < a.maps.size(); ++i) {
+        const auto& m = a.maps[i];
+        write_npy((fs::path(dir_) / (key + "_" + std::to_string(i) + ".npy")).string(), m.data.data(),
+                  {m.h, m.w, m.h, m.w}, NpyDtype::Float16);
+        std::string name = m.name;
+        for (auto& c : name)
+          if (c == ' ') c = '_';
+        idx << name << " " << m.h << " " << m.w << " " << m.weight << "\n";
+      }
+      write_file_atomic(index.string(), idx.str());  // written last: marks the entry complete
+    } catch (const Error&) {
+      // An unwritable cache never fails the computation.
+    }
+  }
+  return a;
+}
+
+}  // namespace m2n2

@@ -1,0 +1,298 @@
+// m2n2 segment: one image from --click flags, or a batch from a click file / JSONL.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "click_file.hpp"
+#include "commands.hpp"
+#include "common.hpp"
+#include "m2n2/error.hpp"
+#include "m2n2/image_io.hpp"
+#include "m2n2/npy.hpp"
+#include "m2n2/rle.hpp"
+
+namespace m2n2::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+struct SegmentOptions {
+  CommonOptions common;
+  M2N2Flags m2n2;
+  std::string image;
+  std::vector<std::string> clicks;
+  std::string out;
+  std::string click_file;
+  std::string images_dir;
+  bool rle = false, soft = false, overlay = false, overwrite = false;
+};
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+nlohmann::json rle_json(const cv::Mat& mask) {
+  return {{"size", {mask.rows, mask.cols}}, {"counts", rle_to_string(rle_counts(mask))}};
+}
+
+// Soft map: 16-bit, 32768 at the decision boundary of the positive clicks' distance.
+cv::Mat soft_png(const cv::Mat& soft) {
+  cv::Mat out(soft.size(), CV_16U);
+  for (int y = 0; y < soft.rows; ++y)
+    for (int x = 0; x < soft.cols; ++x) {
+      const float v = soft.at<float>(y, x);
+      const double s = std::isfinite(v) ? std::min(65535.0, std::round(static_cast<double>(v) * 32768.0)) : 65535.0;
+      out.at<uint16_t>(y, x) = static_cast<uint16_t>(s);
+    }
+  return out;
+}
+
+cv::Mat overlay_image(const cv::Mat& rgb, const cv::Mat& mask, const std::vector<Click>& clicks) {
+  cv::Mat out = rgb.clone();
+  for (int y = 0; y < out.rows; ++y)
+    for (int x = 0; x < out.cols; ++x)
+      if (mask.at<uint8_t>(y, x)) {
+        auto& p = out.at<cv::Vec3b>(y, x);
+        p = cv::Vec3b(static_cast<uint8_t>(0.5 * p[0] + 0.5 * 30), static_cast<uint8_t>(0.5 * p[1] + 0.5 * 144),
+                      static_cast<uint8_t>(0.5 * p[2] + 0.5 * 255));
+      }
+  std::vector<std::vector<cv::Point>> contours;
+  cv::findContours(mask.clone(), contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
+  cv::drawContours(out, contours, -1, cv::Scalar(255, 255, 255), 1);
+  const int r = std::max(3, std::min(out.rows, out.cols) / 80);
+  for (const auto& c : clicks) {
+    const cv::Point p = click_pixel(c);
+    cv::circle(out, p, r + 1, cv::Scalar(255, 255, 255), cv::FILLED, cv::LINE_AA);
+    cv::circle(out, p, r, c.positive ? cv::Scalar(40, 200, 40) : cv::Scalar(220, 40, 40), cv::FILLED, cv::LINE_AA);
+  }
+  return out;
+}
+
+void check_clicks_inside(const std::vector<Click>& clicks, const cv::Mat& rgb) {
+  for (const auto& c : clicks) {
+    const cv::Point p = click_pixel(c);
+    if (p.x < 0 || p.y < 0 || p.x >= rgb.cols || p.y >= rgb.rows)
+      throw Error("click (" + std::to_string(c.x) + "," + std::to_string(c.y) + ") is outside the " +
+                  std::to_string(rgb.cols) + "x" + std::to_string(rgb.rows) + " image");
+  }
+}
+
+void write_output(const std::string& path, const cv::Mat& img, bool overwrite) {
+  std::error_code ec;
+  if (!overwrite && fs::exists(path, ec)) throw Error(path + ": exists (use --overwrite)");
+  write_png_atomic(path, img);
+}
+
+// Processes one image entry; returns its JSON line. Never throws for item errors.
+nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, const fs::path& base, Pipeline& pipe,
+                             int& failures) {
+  nlohmann::json line;
+  line["image"] = spec.image;
+  if (!spec.error.empty()) {
+    line["ok"] = false;
+    line["error"] = spec.error;
+    spdlog::error("{}: {}", spec.image.empty() ? "<entry>" : spec.image, spec.error);
+    ++failures;
+    return line;
+  }
+  const fs::path img_path = fs::path(spec.image).is_absolute() ? fs::path(spec.image) : base / spec.image;
+  nlohmann::json objs = nlohmann::json::array();
+  try {
+    LoadedImage li = read_rgb(img_path.string());
+    if (!li.note.empty()) spdlog::debug("{}: {}", img_path.string(), li.note);
+    line["width"] = li.rgb.cols;
+    line["height"] = li.rgb.rows;
+    // Validate objects before the expensive part.
+    std::vector<const ObjectSpec*> todo;
+    const fs::path out_dir = fs::path(o.out) / fs::path(spec.image).stem();
+    for (const auto& os : spec.objects) {
+      for (const auto& w : os.warnings) spdlog::warn("{} / {}: {}", spec.image, os.id, w);
+      std::string err = os.error;
+      if (err.empty()) {
+        try {
+          check_clicks_inside(os.clicks, li.rgb);
+          std::error_code ec;
+          if (!o.overwrite && fs::exists(out_dir / (os.id + ".png"), ec))
+            err = (out_dir / (os.id + ".png")).string() + ": exists (use --overwrite)";
+        } catch (const Error& e) {
+          err = e.what();
+        }
+      }
+      if (!err.empty()) {
+        spdlog::error("{} / {}: {}", spec.image, os.id, err);
+        objs.push_back({{"id", os.id}, {"ok", false}, {"error", err}});
+        ++failures;
+      } else {
+        todo.push_back(&os);
+      }
+    }
+    if (!todo.empty()) {
+      std::error_code ec;
+      fs::create_directories(out_dir, ec);
+      if (ec || !fs::is_directory(out_dir)) throw Error(out_dir.string() + ": cannot create output folder (" + ec.message() + ")");
+      double att_s = 0;
+      auto op = pipe.prepare(li.rgb, &att_s);
+      line["attention_ms"] = att_s * 1000.0;
+      // One segmenter per image: the per-click maps are shared between objects.
+      Segmenter seg(li.rgb, op, pipe.params());
+      std::vector<cv::Point> all;
+      for (const auto* os : todo)
+        for (const auto& c : os->clicks) all.push_back(click_pixel(c));
+      seg.prepare(all);
+      for (const auto* os : todo) {
+        const auto t0 = std::chrono::steady_clock::now();
+        nlohmann::json oj = {{"id", os->id}};
+        try {
+          auto res = seg.segment(os->clicks);
+          const std::string mask_path = (out_dir / (os->id + ".png")).string();
+          write_output(mask_path, res.mask, o.overwrite);
+          oj["ok"] = true;
+          oj["mask"] = mask_path;
+          oj["area"] = cv::countNonZero(res.mask);
+          if (o.rle) oj["rle"] = rle_json(res.mask);
+          if (o.soft) {
+            const std::string p = (out_dir / (os->id + "_soft.png")).string();
+            write_output(p, soft_png(res.soft), o.overwrite);
+            oj["soft"] = p;
+          }
+          if (o.overlay) {
+            const std::string p = (out_dir / (os->id + "_overlay.png")).string();
+            write_output(p, overlay_image(li.rgb, res.mask, os->clicks), o.overwrite);
+            oj["overlay"] = p;
+          }
+          oj["ms"] = ms_since(t0);
+        } catch (const Error& e) {
+          spdlog::error("{} / {}: {}", spec.image, os->id, e.what());
+          oj["ok"] = false;
+          oj["error"] = e.what();
+          ++failures;
+        }
+        objs.push_back(oj);
+      }
+    }
+    bool all_ok = true;
+    for (const auto& oj : objs) all_ok = all_ok && oj["ok"].get<bool>();
+    line["ok"] = all_ok;
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    line["ok"] = false;
+    line["error"] = e.what();
+    ++failures;
+  }
+  line["objects"] = objs;
+  return line;
+}
+
+int run_batch(const SegmentOptions& o) {
+  Pipeline pipe(o.common, o.m2n2);
+  int failures = 0;
+  if (o.click_file == "-") {
+    const fs::path base = o.images_dir.empty() ? fs::current_path() : fs::path(o.images_dir);
+    std::string text;
+    int n = 0;
+    while (std::getline(std::cin, text)) {
+      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+      ImageSpec spec = parse_click_line(text);
+      if (spec.image.empty() && !spec.error.empty()) spec.image = "<line " + std::to_string(n + 1) + ">";
+      auto line = process_entry(spec, o, base, pipe, failures);
+      std::cout << line.dump() << "\n" << std::flush;
+      ++n;
+    }
+    spdlog::info("{} image entries, {} failures", n, failures);
+    return failures ? kSomeFailed : kOk;
+  }
+  std::string text;
+  try {
+    text = read_file(o.click_file);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  std::vector<ImageSpec> specs;
+  try {
+    specs = parse_click_file(text, o.click_file);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  const fs::path base = o.images_dir.empty() ? fs::absolute(o.click_file).parent_path() : fs::path(o.images_dir);
+  Progress bar(static_cast<int>(specs.size()), !o.common.quiet, "segment");
+  int done = 0;
+  for (const auto& spec : specs) {
+    auto line = process_entry(spec, o, base, pipe, failures);
+    std::cout << line.dump() << "\n" << std::flush;
+    bar.update(++done, std::to_string(failures) + " failed");
+  }
+  bar.finish();
+  spdlog::info("{} images, {} failures", specs.size(), failures);
+  return failures ? kSomeFailed : kOk;
+}
+
+int run_single(const SegmentOptions& o) {
+  std::vector<Click> clicks;
+  for (const auto& s : o.clicks) clicks.push_back(parse_click(s));
+  if (clicks.empty()) throw UsageError("segment: give at least one --click X,Y,+ (or --clicks FILE)");
+  if (o.out.empty()) throw UsageError("segment: --out MASK.png is required");
+  Pipeline pipe(o.common, o.m2n2);
+  LoadedImage li = read_rgb(o.image);
+  if (!li.note.empty()) spdlog::debug("{}: {}", o.image, li.note);
+  try {
+    check_clicks_inside(clicks, li.rgb);
+  } catch (const Error& e) {
+    throw UsageError(o.image + ": " + e.what());
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  double att_s = 0;
+  auto op = pipe.prepare(li.rgb, &att_s);
+  Segmenter seg(li.rgb, op, pipe.params());
+  auto res = seg.segment(clicks);
+  write_png_atomic(o.out, res.mask);
+  nlohmann::json j = {{"image", o.image}, {"mask", o.out}, {"area", cv::countNonZero(res.mask)},
+                      {"width", li.rgb.cols}, {"height", li.rgb.rows}, {"attention_ms", att_s * 1000.0}};
+  const fs::path outp(o.out);
+  const std::string stem = (outp.parent_path() / outp.stem()).string();
+  if (o.rle) j["rle"] = rle_json(res.mask);
+  if (o.soft) {
+    write_png_atomic(stem + "_soft.png", soft_png(res.soft));
+    j["soft"] = stem + "_soft.png";
+  }
+  if (o.overlay) {
+    write_png_atomic(stem + "_overlay.png", overlay_image(li.rgb, res.mask, clicks));
+    j["overlay"] = stem + "_overlay.png";
+  }
+  j["ms"] = ms_since(t0);
+  std::cout << j.dump() << "\n";
+  return kOk;
+}
+
+}  // namespace
+
+void register_segment(CLI::App& app, int& code) {
+  auto o = std::make_shared<SegmentOptions>();
+  auto* sub = app.add_subcommand("segment", "Segment objects from clicks (one image, or a batch from a click file / JSONL on stdin)");
+  sub->add_option("--image", o->image, "Image (single-image form)");
+  sub->add_option("--click", o->clicks, "Click X,Y,+ or X,Y,- (repeatable, single-image form)");
+  sub->add_option("--out", o->out, "Mask PNG (single-image form) or output folder (batch form)")->required();
+  sub->add_option("--clicks", o->click_file, "Click file (JSON), or - for JSON Lines on stdin (batch form)");
+  sub->add_option("--images", o->images_dir, "Folder that image paths are relative to (default: the click file's folder)");
+  sub->add_flag("--rle", o->rle, "Add COCO RLE of each mask to the JSON output");
+  sub->add_flag("--soft", o->soft, "Also write the distance map (16-bit PNG, 32768 = boundary)");
+  sub->add_flag("--overlay", o->overlay, "Also write a picture of the mask and clicks over the image");
+  sub->add_flag("--overwrite", o->overwrite, "Replace existing masks (batch form)");
+  add_common(sub, o->common);
+  add_m2n2_flags(sub, o->m2n2);
+  sub->callback([o, &code]() {
+    code = guarded([&]() {
+      setup(o->common);
+      if (!o->click_file.empty() && !o->image.empty()) throw UsageError("segment: use either --image/--click or --clicks, not both");
+      if (!o->click_file.empty()) return run_batch(*o);
+      if (o->image.empty()) throw UsageError("segment: give --image IMG --click X,Y,+ or --clicks FILE");
+      return run_single(*o);
+    });
+  });
+}
+
+}  // namespace m2n2::cli

@@ -1,0 +1,34 @@
+// Benchmark dataset readers behind one small interface: folder pairs
+// (images/ + masks/, GrabCut/Berkeley or DAVIS conventions) and COCO instances.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+namespace m2n2::cli {
+
+enum class MaskConvention { GrabCut, Davis };  // >128 fg, 128 void | >0 fg
+
+struct Instance {
+  std::string id;          // unique within the dataset
+  std::string image_path;
+  std::string mask_path;   // folder datasets
+  nlohmann::json coco;     // COCO annotation (segmentation), else null
+  int coco_h = 0, coco_w = 0;
+  MaskConvention convention = MaskConvention::GrabCut;
+};
+
+// Ground truth of one instance: fg (CV_8U 0/1) and void (CV_8U 0/1).
+struct GroundTruth {
+  cv::Mat fg, void_mask;
+};
+
+// `dataset`: a folder with images/ and masks/, or a COCO JSON file (then `images`
+// is the image folder, default: the JSON's folder). Sorted by id.
+std::vector<Instance> read_dataset(const std::string& dataset, const std::string& images, MaskConvention convention);
+GroundTruth load_ground_truth(const Instance& inst);
+MaskConvention parse_convention(const std::string& s);  // grabcut | davis
+
+}  // namespace m2n2::cli

@@ -1,0 +1,160 @@
+#include "m2n2/default_source.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <opencv2/imgproc.hpp>
+#include <sstream>
+
+#include "attention_sources.hpp"
+#include "m2n2/error.hpp"
+
+namespace m2n2 {
+
+DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
+  DefaultSourceSettings s;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) throw Error("--source default: expected key=value, got '" + item + "'");
+    const std::string k = item.substr(0, eq), v = item.substr(eq + 1);
+    double x;
+    try {
+      size_t pos;
+      x = std::stod(v, &pos);
+      if (pos != v.size()) throw 0;
+    } catch (...) {
+      throw Error("--source default: value of " + k + " is not a number: '" + v + "'");
+    }
+    if (!std::isfinite(x)) throw Error("--source default: " + k + " must be finite");
+    if (k == "grid") s.grid = static_cast<int>(x);
+    else if (k == "sigma_color") s.sigma_color = x;
+    else if (k == "sigma_position") s.sigma_position = x;
+    else if (k == "texture_weight") s.texture_weight = x;
+    else if (k == "context_weight") s.context_weight = x;
+    else if (k == "context_sigma") s.context_sigma = x;
+    else if (k == "levels") s.levels = static_cast<int>(x);
+    else throw Error("--source default: unknown setting '" + k + "'");
+  }
+  if (s.grid < 4 || s.grid > 256) throw Error("--source default: grid must be in 4..256");
+  if (!(s.sigma_color > 0) || !(s.sigma_position > 0)) throw Error("--source default: sigmas must be > 0");
+  if (s.levels < 1) s.levels = 1;
+  return s;
+}
+
+std::string DefaultSourceSettings::to_string() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "grid=%d,sigma_color=%g,sigma_position=%g,texture_weight=%g,context_weight=%g,context_sigma=%g,levels=%d",
+                grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, levels);
+  return buf;
+}
+
+namespace {
+
+// Features of every cell of a g×g grid: Lab mean, Lab spread, blurred context.
+std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g, const DefaultSourceSettings& s, int& dim) {
+  cv::Mat mean, sq;
+  cv::resize(lab, mean, cv::Size(g, g), 0, 0, cv::INTER_AREA);
+  cv::resize(lab2, sq, cv::Size(g, g), 0, 0, cv::INTER_AREA);
+  cv::Mat ctx;
+  const double cs = s.context_sigma * g / 64.0;
+  if (cs > 0.05) cv::GaussianBlur(mean, ctx, cv::Size(0, 0), cs, cs, cv::BORDER_REFLECT);
+  else ctx = mean.clone();
+  dim = 9;
+  std::vector<float> f(static_cast<size_t>(g) * g * dim);
+  for (int y = 0; y < g; ++y)
+    for (int x = 0; x < g; ++x) {
+      const cv::Vec3f m = mean.at<cv::Vec3f>(y, x), q = sq.at<cv::Vec3f>(y, x), c = ctx.at<cv::Vec3f>(y, x);
+      float* o = &f[(static_cast<size_t>(y) * g + x) * dim];
+      for (int ch = 0; ch < 3; ++ch) {
+        o[ch] = m[ch];
+        o[3 + ch] = static_cast<float>(s.texture_weight) * std::sqrt(std::max(0.0f, q[ch] - m[ch] * m[ch]));
+        o[6 + ch] = static_cast<float>(s.context_weight) * c[ch];
+      }
+    }
+  return f;
+}
+
+AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const DefaultSourceSettings& s) {
+  AttentionMap m;
+  m.h = m.w = g;
+  m.name = "default/" + std::to_string(g);
+  const int64_t n = static_cast<int64_t>(g) * g;
+  m.data.resize(static_cast<size_t>(n * n));
+  const float ic = static_cast<float>(1.0 / (2.0 * s.sigma_color * s.sigma_color));
+  const float ip = static_cast<float>(1.0 / (2.0 * s.sigma_position * s.sigma_position));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = m.data.data() + i * n;
+    const float* fi = &f[static_cast<size_t>(i) * dim];
+    const float yi = (static_cast<float>(i / g) + 0.5f) / g, xi = (static_cast<float>(i % g) + 0.5f) / g;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < n; ++j) {
+      const float* fj = &f[static_cast<size_t>(j) * dim];
+      float dc = 0;
+      for (int k = 0; k < dim; ++k) {
+        const float d = fi[k] - fj[k];
+        dc += d * d;
+      }
+      const float dy = yi - (static_cast<float>(j / g) + 0.5f) / g, dx = xi - (static_cast<float>(j % g) + 0.5f) / g;
+      const float logit = -dc * ic - (dy * dy + dx * dx) * ip;
+      row[j] = logit;
+      mx = std::max(mx, logit);
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      row[j] = std::exp(row[j] - mx);
+      sum += row[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+  }
+  return m;
+}
+
+}  // namespace
+
+Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) {
+  if (rgb.empty() || rgb.type() != CV_8UC3) throw Error("default source: expected an 8-bit RGB image");
+  cv::Mat f32, lab;
+  rgb.convertTo(f32, CV_32FC3, 1.0 / 255.0);
+  cv::cvtColor(f32, lab, cv::COLOR_RGB2Lab);
+  lab *= 0.01;  // L in [0,1], a/b roughly [-1,1]
+  cv::Mat lab2 = lab.mul(lab);
+  Attention a;
+  int g = s.grid;
+  for (int level = 0; level < s.levels && g >= 4; ++level, g /= 2) {
+    int dim = 0;
+    auto f = cell_features(lab, lab2, g, s, dim);
+    AttentionMap m = kernel_attention(f, dim, g, s);
+    m.weight = level == 0 ? 1.0f : 0.0f;
+    a.maps.push_back(std::move(m));
+  }
+  a.meta["source"] = "default";
+  a.meta["settings"] = s.to_string();
+  return a;
+}
+
+namespace detail {
+namespace {
+class DefaultSource : public AttentionSource {
+ public:
+  explicit DefaultSource(DefaultSourceSettings s) : s_(s) {}
+  std::string id() const override { return "default:" + s_.to_string(); }
+  Attention compute(const cv::Mat& rgb) override { return default_attention(rgb, s_); }
+
+ private:
+  DefaultSourceSettings s_;
+};
+}  // namespace
+
+std::unique_ptr<AttentionSource> make_default_source(const std::string& settings, const SourceOptions& opt) {
+  DefaultSourceSettings s = DefaultSourceSettings::parse(settings);
+  if (opt.grid > 0) s.grid = opt.grid;
+  return std::make_unique<DefaultSource>(s);
+}
+}  // namespace detail
+}  // namespace m2n2

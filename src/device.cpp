@@ -1,0 +1,81 @@
+#include <ATen/Parallel.h>
+#include <ATen/Context.h>
+#include <omp.h>
+
+#include <thread>
+
+#include "m2n2/error.hpp"
+#include "torch_device.hpp"
+
+namespace m2n2 {
+
+Device parse_device(const std::string& s) {
+  if (s == "auto") return Device::Auto;
+  if (s == "cpu") return Device::Cpu;
+  if (s == "cuda") return Device::Cuda;
+  throw Error("--device: expected auto, cpu or cuda, got '" + s + "'");
+}
+
+Precision parse_precision(const std::string& s) {
+  if (s == "fp32") return Precision::Float32;
+  if (s == "fp16") return Precision::Float16;
+  if (s == "bf16") return Precision::BFloat16;
+  throw Error("--precision: expected fp32, fp16 or bf16, got '" + s + "'");
+}
+
+std::string to_string(Device d) {
+  switch (d) {
+    case Device::Auto: return "auto";
+    case Device::Cpu: return "cpu";
+    case Device::Cuda: return "cuda";
+  }
+  return "?";
+}
+
+std::string to_string(Precision p) {
+  switch (p) {
+    case Precision::Float32: return "fp32";
+    case Precision::Float16: return "fp16";
+    case Precision::BFloat16: return "bf16";
+  }
+  return "?";
+}
+
+bool cuda_available() { return at::hasCUDA(); }
+
+Device resolve(Device d) {
+  if (d == Device::Auto) return cuda_available() ? Device::Cuda : Device::Cpu;
+  if (d == Device::Cuda && !cuda_available())
+    throw Error("--device cuda: no CUDA device (or this LibTorch build has no CUDA support)");
+  return d;
+}
+
+static int g_threads = 0;
+
+void set_num_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) n = 1;
+  g_threads = n;
+  at::set_num_threads(n);
+  omp_set_num_threads(n);
+}
+
+int num_threads() { return g_threads > 0 ? g_threads : at::get_num_threads(); }
+
+namespace detail {
+
+at::Device torch_device(Device d) {
+  return resolve(d) == Device::Cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+}
+
+at::ScalarType storage_dtype(Device d, Precision p) {
+  if (resolve(d) != Device::Cuda) return at::kFloat;  // see Precision in device.hpp
+  switch (p) {
+    case Precision::Float16: return at::kHalf;
+    case Precision::BFloat16: return at::kBFloat16;
+    default: return at::kFloat;
+  }
+}
+
+}  // namespace detail
+}  // namespace m2n2

@@ -1,0 +1,106 @@
+#include "m2n2/image_io.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "m2n2/error.hpp"
+#include "m2n2/npy.hpp"
+
+namespace m2n2 {
+namespace fs = std::filesystem;
+
+namespace {
+cv::Mat decode(const std::string& path, int flags) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(path + ": no such file");
+  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected an image");
+  const std::string bytes = read_file(path);
+  if (bytes.empty()) throw Error(path + ": empty file");
+  cv::Mat img;
+  try {
+    img = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data())), flags);
+  } catch (const cv::Exception& e) {
+    throw Error(path + ": cannot decode image");
+  }
+  if (img.empty()) throw Error(path + ": cannot decode image (corrupt or unsupported format)");
+  return img;
+}
+}  // namespace
+
+LoadedImage read_rgb(const std::string& path, int64_t max_pixels) {
+  cv::Mat img = decode(path, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
+  if (static_cast<int64_t>(img.rows) * img.cols > max_pixels)
+    throw Error(path + ": image of " + std::to_string(img.cols) + "x" + std::to_string(img.rows) + " is too large");
+  LoadedImage out;
+  std::string note;
+  if (img.depth() == CV_16U) {
+    img.convertTo(img, CV_8U, 1.0 / 257.0);
+    note += "16-bit converted to 8-bit; ";
+  } else if (img.depth() == CV_32F) {
+    img.convertTo(img, CV_8U, 255.0);
+    note += "float converted to 8-bit; ";
+  } else if (img.depth() != CV_8U) {
+    img.convertTo(img, CV_8U);
+    note += "converted to 8-bit; ";
+  }
+  switch (img.channels()) {
+    case 1:
+      cv::cvtColor(img, out.rgb, cv::COLOR_GRAY2RGB);
+      note += "grayscale converted to RGB";
+      break;
+    case 3:
+      cv::cvtColor(img, out.rgb, cv::COLOR_BGR2RGB);
+      break;
+    case 4:
+      cv::cvtColor(img, out.rgb, cv::COLOR_BGRA2RGB);
+      note += "alpha channel dropped";
+      break;
+    default:
+      throw Error(path + ": unsupported number of channels (" + std::to_string(img.channels()) + ")");
+  }
+  out.note = note;
+  return out;
+}
+
+cv::Mat read_mask(const std::string& path) {
+  cv::Mat img = decode(path, cv::IMREAD_UNCHANGED);
+  if (img.channels() > 1) {
+    std::vector<cv::Mat> ch;
+    cv::split(img, ch);
+    img = ch[0];
+  }
+  if (img.depth() == CV_16U) img.convertTo(img, CV_8U, 1.0 / 257.0);
+  else if (img.depth() != CV_8U) img.convertTo(img, CV_8U);
+  return img;
+}
+
+std::string encode_png(const cv::Mat& img) {
+  std::vector<uint8_t> buf;
+  cv::Mat bgr = img;
+  if (img.channels() == 3) cv::cvtColor(img, bgr, cv::COLOR_RGB2BGR);
+  if (!cv::imencode(".png", bgr, buf)) throw Error("cannot encode PNG");
+  return std::string(buf.begin(), buf.end());
+}
+
+void write_png_atomic(const std::string& path, const cv::Mat& img) { write_file_atomic(path, encode_png(img)); }
+
+std::string content_hash(const cv::Mat& m) {
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= b[i];
+      h *= 1099511628211ULL;
+    }
+  };
+  const int dims[3] = {m.rows, m.cols, m.type()};
+  mix(dims, sizeof dims);
+  for (int y = 0; y < m.rows; ++y) mix(m.ptr(y), m.cols * m.elemSize());
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace m2n2

@@ -1,0 +1,139 @@
+// The Stable Diffusion path: a TorchScript file exported once by
+// scripts/export_sd_attention.py (or the tiny test fixture), loaded by LibTorch.
+#include <torch/script.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "attention_sources.hpp"
+#include "m2n2/error.hpp"
+#include "m2n2/markov_operator.hpp"
+#include "m2n2/memory.hpp"
+#include "torch_device.hpp"
+
+namespace m2n2::detail {
+namespace {
+
+struct LayerInfo {
+  std::string name;
+  int h = 0, w = 0;
+  float weight = 0;
+};
+
+class TorchScriptSource : public AttentionSource {
+ public:
+  TorchScriptSource(const std::string& path, const SourceOptions& opt) : path_(path), opt_(opt) {
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe) throw Error(path + ": cannot open TorchScript file");
+    torch::jit::ExtraFilesMap extra{{"m2n2.json", ""}};
+    device_ = resolve(opt.device);
+    try {
+      module_ = torch::jit::load(path, torch_device(device_), extra);
+    } catch (const c10::Error& e) {
+      std::string what = e.what_without_backtrace();
+      what = what.substr(0, what.find('\n'));
+      throw Error(path + ": not a loadable TorchScript archive (" + what + ")");
+    } catch (const std::exception& e) {
+      throw Error(path + ": not a loadable TorchScript archive");
+    }
+    const std::string meta = extra["m2n2.json"];
+    if (meta.empty()) throw Error(path + ": TorchScript file has no m2n2 metadata (m2n2.json); export it with scripts/export_sd_attention.py");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(meta);
+      if (j.at("format").get<std::string>() != "m2n2-attention/1") throw Error(path + ": unsupported metadata format");
+      input_h_ = j.at("input_size").at(0).get<int>();
+      input_w_ = j.at("input_size").at(1).get<int>();
+      model_id_ = j.value("model_id", "unknown");
+      for (const auto& l : j.at("layers")) {
+        LayerInfo li;
+        li.name = l.at("name").get<std::string>();
+        li.h = l.at("grid").at(0).get<int>();
+        li.w = l.at("grid").at(1).get<int>();
+        li.weight = l.value("weight", 0.0f);
+        if (li.h <= 0 || li.w <= 0 || li.h > 512 || li.w > 512) throw Error(path + ": layer " + li.name + " has an invalid grid");
+        layers_.push_back(li);
+      }
+      meta_ = j;
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Error(path + ": invalid m2n2 metadata (" + std::string(e.what()) + ")");
+    }
+    if (input_h_ <= 0 || input_w_ <= 0 || input_h_ > 8192 || input_w_ > 8192) throw Error(path + ": invalid input_size in metadata");
+    if (layers_.empty()) throw Error(path + ": metadata lists no layers");
+    double need = 0;
+    for (const auto& l : layers_) need += 4.0 * static_cast<double>(l.h * l.w) * (l.h * l.w);
+    check_memory(need, opt.max_memory_bytes, path + " (attention maps)", "export at a smaller attention resolution");
+    module_.eval();
+    if (device_ == Device::Cuda && opt.fp16) module_.to(at::kHalf);
+  }
+
+  std::string id() const override {
+    return "torchscript:" + path_ + "|" + model_id_ + "|" + std::to_string(input_h_) + "x" + std::to_string(input_w_) +
+           "|" + to_string(device_) + (device_ == Device::Cuda && opt_.fp16 ? "|fp16" : "");
+  }
+
+  Attention compute(const cv::Mat& rgb) override {
+    cv::Mat resized;
+    cv::resize(rgb, resized, cv::Size(input_w_, input_h_), 0, 0, cv::INTER_AREA);
+    at::Tensor x = torch::from_blob(resized.data, {1, input_h_, input_w_, 3}, at::kByte)
+                       .permute({0, 3, 1, 2})
+                       .to(at::kFloat)
+                       .div(255.0)
+                       .contiguous();
+    x = x.to(torch_device(device_));
+    if (device_ == Device::Cuda && opt_.fp16) x = x.to(at::kHalf);
+    c10::IValue out;
+    try {
+      torch::NoGradGuard ng;
+      out = module_.forward({x});
+    } catch (const c10::Error& e) {
+      std::string what = e.what_without_backtrace();
+      throw Error(path_ + ": model failed to run (" + what.substr(0, what.find('\n')) + ")");
+    }
+    if (!out.isGenericDict()) throw Error(path_ + ": model output is not a dict of attention maps");
+    auto dict = out.toGenericDict();
+    Attention a;
+    for (const auto& l : layers_) {
+      auto it = dict.find(l.name);
+      if (it == dict.end()) throw Error(path_ + ": model output lacks layer '" + l.name + "'");
+      at::Tensor t = it->value().toTensor().to(at::kCPU).to(at::kFloat).contiguous();
+      const int64_t n = static_cast<int64_t>(l.h) * l.w;
+      if (t.numel() != n * n) throw Error(path_ + ": layer '" + l.name + "' has " + std::to_string(t.numel()) +
+                                          " values, expected " + std::to_string(n) + "x" + std::to_string(n));
+      AttentionMap m;
+      m.name = l.name;
+      m.h = l.h;
+      m.w = l.w;
+      m.weight = l.weight;
+      m.data.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+      validate_attention(m, path_ + " layer " + l.name, 2e-2f);
+      a.maps.push_back(std::move(m));
+    }
+    a.meta["source"] = "torchscript";
+    a.meta["model_id"] = model_id_;
+    a.meta["metadata"] = meta_.dump();
+    return a;
+  }
+
+ private:
+  std::string path_;
+  SourceOptions opt_;
+  Device device_ = Device::Cpu;
+  torch::jit::Module module_;
+  int input_h_ = 0, input_w_ = 0;
+  std::string model_id_;
+  std::vector<LayerInfo> layers_;
+  nlohmann::json meta_;
+};
+
+}  // namespace
+
+std::unique_ptr<AttentionSource> make_torchscript_source(const std::string& path, const SourceOptions& opt) {
+  return std::make_unique<TorchScriptSource>(path, opt);
+}
+
+}  // namespace m2n2::detail

@@ -1,0 +1,40 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "m2n2/device.hpp"
+#include "test_util.hpp"
+
+namespace m2n2::test {
+
+std::string temp_dir() {
+  static int counter = 0;
+  std::random_device rd;
+  auto p = std::filesystem::temp_directory_path() /
+           ("m2n2-test-" + std::to_string(rd()) + "-" + std::to_string(counter++));
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+cv::Mat paint(const cv::Mat& labels, const std::vector<cv::Vec3b>& colours, double noise, int seed) {
+  cv::Mat out(labels.size(), CV_8UC3);
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> n(0.0, noise > 0 ? noise : 1.0);
+  for (int y = 0; y < labels.rows; ++y)
+    for (int x = 0; x < labels.cols; ++x) {
+      cv::Vec3b c = colours[labels.at<uint8_t>(y, x)];
+      if (noise > 0)
+        for (int k = 0; k < 3; ++k) c[k] = cv::saturate_cast<uint8_t>(c[k] + n(rng));
+      out.at<cv::Vec3b>(y, x) = c;
+    }
+  return out;
+}
+
+}  // namespace m2n2::test
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  m2n2::set_num_threads(0);
+  return RUN_ALL_TESTS();
+}

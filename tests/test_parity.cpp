@@ -1,0 +1,103 @@
+// Parity with the authors' reference code: every case and every click step in
+// shared/testdata/m2n2, at the tolerances of its README.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "m2n2/attention_file.hpp"
+#include "m2n2/image_io.hpp"
+#include "m2n2/markov_operator.hpp"
+#include "m2n2/metrics.hpp"
+#include "m2n2/npy.hpp"
+#include "m2n2/segmenter.hpp"
+#include "test_util.hpp"
+
+namespace fs = std::filesystem;
+using namespace m2n2;
+
+namespace {
+
+std::vector<std::string> cases() {
+  std::vector<std::string> out;
+  const fs::path root = fs::path(test::shared_dir()) / "testdata" / "m2n2";
+  if (fs::is_directory(root))
+    for (const auto& e : fs::directory_iterator(root))
+      if (fs::exists(e.path() / "case.json")) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+float max_abs_diff(const float* a, const float* b, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+class Parity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Parity, MatchesReferenceAtEveryStep) {
+  const fs::path dir = fs::path(test::shared_dir()) / "testdata" / "m2n2" / GetParam();
+  const auto cfg = nlohmann::json::parse(read_file((dir / "case.json").string()));
+  const auto& prm = cfg["params"];
+  M2N2Params p;
+  p.op.temperature = prm["temperature"].get<double>();
+  p.op.ipf_iterations = prm["ipf_iterations"].get<int>();
+  p.markov.threshold = prm["markov_threshold"].get<float>();
+  p.markov.max_iterations = prm["markov_max_iterations"].get<int>();
+  p.jbu.spatial_sigma = prm["jbu_spatial_sigma"].get<double>();
+  p.jbu.range_sigma = prm["jbu_range_sigma"].get<double>();
+  p.scoring.max_area = prm["max_area_prior"].get<float>();
+  p.flood_fill = prm["flood_fill"].get<bool>();
+
+  const cv::Mat rgb = read_rgb((dir / cfg["image"].get<std::string>()).string()).rgb;
+  const AttentionMap att = read_attention_npy((dir / cfg["attention"].get<std::string>()).string());
+  auto op = std::make_shared<MarkovOperator>(att, p.op);
+
+  const NpyArray ds = read_npy((dir / cfg["attention_doubly_stochastic"].get<std::string>()).string());
+  const auto dense = op->dense();
+  ASSERT_EQ(dense.size(), ds.data.size());
+  const float ds_diff = max_abs_diff(dense.data(), ds.data.data(), dense.size());
+  EXPECT_LE(ds_diff, 1e-5f);
+
+  Segmenter seg(rgb, op, p);
+  std::vector<Click> clicks;
+  float worst_markov = 0, worst_distance = 0;
+  double lowest_iou = 1.0;
+  int step = 0;
+  for (const auto& s : cfg["steps"]) {
+    Click c{s["click"]["x"].get<double>(), s["click"]["y"].get<double>(), s["click"]["positive"].get<bool>()};
+    clicks.push_back(c);
+    const cv::Point px = click_pixel(c);
+    const NpyArray mm = read_npy((dir / s["markov_lowres"].get<std::string>()).string());
+    const cv::Mat& low = seg.lowres_markov_map(px);
+    ASSERT_EQ(static_cast<int64_t>(low.total()), mm.size());
+    const float md = max_abs_diff(low.ptr<float>(), mm.data.data(), low.total());
+    EXPECT_LE(md, 1e-2f) << "Markov-map, step " << step;
+    const NpyArray dd = read_npy((dir / s["distance"].get<std::string>()).string());
+    const cv::Mat& d = seg.distance_map(px);
+    ASSERT_EQ(static_cast<int64_t>(d.total()), dd.size());
+    const float dist = max_abs_diff(d.ptr<float>(), dd.data.data(), d.total());
+    EXPECT_LE(dist, 1e-3f) << "distance map, step " << step;
+    const cv::Mat ref = read_mask((dir / s["mask_after"].get<std::string>()).string());
+    const cv::Mat mask = seg.segment(clicks).mask;
+    const double v = iou(mask, ref);
+    EXPECT_GE(v, 0.995) << "mask, step " << step;
+    worst_markov = std::max(worst_markov, md);
+    worst_distance = std::max(worst_distance, dist);
+    lowest_iou = std::min(lowest_iou, v);
+    ++step;
+  }
+  std::printf("[parity] %-16s steps %d  doubly-stochastic %.2e  markov %.2e  distance %.2e  min mask IoU %.6f\n",
+              GetParam().c_str(), step, ds_diff, worst_markov, worst_distance, lowest_iou);
+  RecordProperty("worst_markov", std::to_string(worst_markov));
+  RecordProperty("worst_distance", std::to_string(worst_distance));
+  RecordProperty("lowest_iou", std::to_string(lowest_iou));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, Parity, ::testing::ValuesIn(cases()));
+
+TEST(ParityData, IsPresent) { EXPECT_GE(cases().size(), 4u) << "shared/testdata/m2n2 not found at " << test::shared_dir(); }
+
+}  // namespace
