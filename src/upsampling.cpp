@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "m2n2/error.hpp"
 
@@ -110,50 +111,118 @@ JointBilateralUpsampler::JointBilateralUpsampler(const cv::Mat& rgb8, int gh, in
   if (static_cast<double>(H_) * W_ * ay_.cells * ax_.cells * 4.0 <= max_table_bytes) build_table();
 }
 
+namespace {
+
+// exp(x) for x <= 0 to about 2 ulp, branch-free so that loops over it vectorise.
+// Below -60 it returns 0: weights under 1e-26 of the centre's change nothing, and
+// their products would be denormals, which are very slow.
+inline float fast_exp(float x) {
+  const float keep = x > -60.0f ? 1.0f : 0.0f;
+  x = std::max(x, -60.0f);
+  // Round to nearest with the 1.5·2^23 trick (SSE2 has no vector round).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &p, 4);
+  bits += static_cast<int32_t>(n) << 23;
+  std::memcpy(&p, &bits, 4);
+  return p * keep;
+}
+
+// w[i] = spatial[i] · exp(-k·|I(q_i) − I(p)|²) over one window row.
+// Built for AVX-512, AVX2 and baseline x86-64; the loader picks the best one.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void weights(const float* __restrict R, const float* __restrict G, const float* __restrict B,
+             const float* __restrict spatial, float pr, float pg, float pb, float k, int n, float* __restrict w) {
+  for (int i = 0; i < n; ++i) {
+    const float dr = R[i] - pr, dg = G[i] - pg, db = B[i] - pb;
+    w[i] = spatial[i] * fast_exp(-k * (dr * dr + dg * dg + db * db));
+  }
+}
+
+}  // namespace
+
 void JointBilateralUpsampler::build_table() {
   const int KX = ax_.cells, KY = ay_.cells, KB = KX * KY;
   table_.assign(static_cast<size_t>(H_) * W_ * KB, 0.0f);
-  const float* lut = range_lut_ + 255;
+  // Colour planes in units of 1/255, for contiguous (vectorisable) loads.
+  const size_t P = static_cast<size_t>(H_) * W_;
+  std::vector<float> planes(3 * P);
+  for (int y = 0; y < H_; ++y) {
+    const uint8_t* row = rgb_.ptr<uint8_t>(y);
+    for (int x = 0; x < W_; ++x)
+      for (int c = 0; c < 3; ++c) planes[c * P + static_cast<size_t>(y) * W_ + x] = row[3 * x + c];
+  }
+  // Range weight: Π_c exp(-½((Δ_c/255)/σ_r)²) = exp(-k·Σ_c Δ_c²).
+  const float k = static_cast<float>(0.5 / (255.0 * 255.0 * params_.range_sigma * params_.range_sigma));
+  // Runs of window columns that share their left bilinear cell.
+  std::vector<int> run_start;
+  for (int x = 0; x < W_; ++x)
+    if (x == 0 || ax_.i0[x] != ax_.i0[x - 1]) run_start.push_back(x);
+  run_start.push_back(W_);
+  std::vector<int> run_of(W_);
+  for (size_t r = 0; r + 1 < run_start.size(); ++r)
+    for (int x = run_start[r]; x < run_start[r + 1]; ++x) run_of[x] = static_cast<int>(r);
 #pragma omp parallel
   {
-    std::vector<float> acc(KX);
+    std::vector<float> acc(KX + 1), w(W_);
 #pragma omp for schedule(dynamic, 4)
     for (int py = 0; py < H_; ++py) {
-      const uint8_t* prow = rgb_.ptr<uint8_t>(py);
       for (int px = 0; px < W_; ++px) {
         float* C = &table_[(static_cast<size_t>(py) * W_ + px) * KB];
         const int cx_lo = ax_.lo[px], cy_lo = ay_.lo[py];
-        const int pr = prow[3 * px], pg = prow[3 * px + 1], pb = prow[3 * px + 2];
+        const size_t pi = static_cast<size_t>(py) * W_ + px;
+        const float pr = planes[pi], pg = planes[P + pi], pb = planes[2 * P + pi];
         double wsum = 0;
         for (const Row& row : rows_) {
           const int qy = py + row.dy;
           if (qy < 0 || qy >= H_) continue;
-          const uint8_t* qrow = rgb_.ptr<uint8_t>(qy);
           const int qx0 = std::max(0, px + row.dx_min), qx1 = std::min(W_ - 1, px + row.dx_max);
           if (qx0 > qx1) continue;
+          const size_t base = static_cast<size_t>(qy) * W_ + qx0;
+          const int n = qx1 - qx0 + 1;
+          weights(planes.data() + base, planes.data() + P + base, planes.data() + 2 * P + base,
+                  row.spatial.data() + (qx0 - px - row.dx_min), pr, pg, pb, k, n, w.data() + qx0);
+          const float* wv = w.data();
           std::fill(acc.begin(), acc.end(), 0.0f);
-          const float* sp = row.spatial.data() - (px + row.dx_min);
           float rsum = 0;
-          for (int qx = qx0; qx <= qx1; ++qx) {
-            const uint8_t* q = qrow + 3 * qx;
-            const float w = sp[qx] * ((lut[q[0] - pr] * lut[q[1] - pg]) * lut[q[2] - pb]);
-            const int k = ax_.i0[qx] - cx_lo;
-            acc[k] += w * ax_.l0[qx];
-            acc[k + ax_.off[qx]] += w * ax_.l1[qx];
-            rsum += w;
+          for (int r = run_of[qx0]; run_start[r] <= qx1; ++r) {
+            const int a = std::max(qx0, run_start[r]), b = std::min(qx1 + 1, run_start[r + 1]);
+            float s0 = 0, s1 = 0, s = 0;
+            const float* l0 = ax_.l0.data();
+            const float* l1 = ax_.l1.data();
+#pragma omp simd reduction(+ : s0, s1, s)
+            for (int qx = a; qx < b; ++qx) {
+              s0 += wv[qx] * l0[qx];
+              s1 += wv[qx] * l1[qx];
+              s += wv[qx];
+            }
+            const int kk = ax_.i0[a] - cx_lo;
+            acc[kk] += s0;
+            acc[kk + ax_.off[a]] += s1;
+            rsum += s;
           }
           wsum += rsum;
           const int ky = ay_.i0[qy] - cy_lo;
           float* c0 = C + ky * KX;
           float* c1 = C + (ky + ay_.off[qy]) * KX;
           const float a0 = ay_.l0[qy], a1 = ay_.l1[qy];
-          for (int k = 0; k < KX; ++k) {
-            c0[k] += acc[k] * a0;
-            c1[k] += acc[k] * a1;
+          for (int kx = 0; kx < KX; ++kx) {
+            c0[kx] += acc[kx] * a0;
+            c1[kx] += acc[kx] * a1;
           }
         }
         const float inv = wsum > 0 ? static_cast<float>(1.0 / wsum) : 0.0f;
-        for (int k = 0; k < KB; ++k) C[k] *= inv;
+        for (int kb = 0; kb < KB; ++kb) C[kb] *= inv;
       }
     }
   }
