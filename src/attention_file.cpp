@@ -1,6 +1,7 @@
 #include "m2n2/attention_file.hpp"
 
 #include <cmath>
+#include <filesystem>
 
 #include "attention_sources.hpp"
 #include "m2n2/error.hpp"
@@ -42,17 +43,24 @@ namespace detail {
 namespace {
 class FileSource : public AttentionSource {
  public:
-  explicit FileSource(std::string path) : path_(std::move(path)) {}
+  // Read and validated up front: a bad file is an error in the arguments.
+  explicit FileSource(std::string path) : path_(std::move(path)) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path_, ec)) throw Error(path_ + ": no such file");
+    if (std::filesystem::is_directory(path_, ec)) throw Error(path_ + ": is a directory, expected a .npy file");
+    map_ = read_attention_npy(path_);
+  }
   std::string id() const override { return "file:" + path_; }
   Attention compute(const cv::Mat&) override {
     Attention a;
-    a.maps.push_back(read_attention_npy(path_));
+    a.maps.push_back(map_);
     a.meta["source"] = id();
     return a;
   }
 
  private:
   std::string path_;
+  AttentionMap map_;
 };
 }  // namespace
 

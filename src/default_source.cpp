@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 
@@ -36,6 +37,9 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
     else if (k == "context_weight") s.context_weight = x;
     else if (k == "context_sigma") s.context_sigma = x;
     else if (k == "levels") s.levels = static_cast<int>(x);
+    else if (k == "edge_weight") s.edge_weight = x;
+    else if (k == "edge_sigma") s.edge_sigma = x;
+    else if (k == "radius") s.radius = static_cast<int>(x);
     else throw Error("--source default: unknown setting '" + k + "'");
   }
   if (s.grid < 4 || s.grid > 256) throw Error("--source default: grid must be in 4..256");
@@ -45,10 +49,12 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
 }
 
 std::string DefaultSourceSettings::to_string() const {
-  char buf[256];
+  char buf[384];
   std::snprintf(buf, sizeof buf,
-                "grid=%d,sigma_color=%g,sigma_position=%g,texture_weight=%g,context_weight=%g,context_sigma=%g,levels=%d",
-                grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, levels);
+                "grid=%d,sigma_color=%g,sigma_position=%g,texture_weight=%g,context_weight=%g,context_sigma=%g,"
+                "edge_weight=%g,edge_sigma=%g,radius=%d,levels=%d",
+                grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, edge_weight, edge_sigma,
+                radius, levels);
   return buf;
 }
 
@@ -78,7 +84,33 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
   return f;
 }
 
-AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const DefaultSourceSettings& s) {
+// Edge strength per cell of a (2g)×(2g) grid: the maximum over the cell of the Lab
+// gradient magnitude (a step of height h over one pixel gives h).
+cv::Mat fine_edges(const cv::Mat& lab, int g, double blur) {
+  cv::Mat sm;
+  if (blur > 0) cv::GaussianBlur(lab, sm, cv::Size(0, 0), blur, blur, cv::BORDER_REFLECT);
+  else sm = lab;
+  cv::Mat gx, gy;
+  cv::Sobel(sm, gx, CV_32F, 1, 0, 3, 0.25, 0, cv::BORDER_REFLECT);
+  cv::Sobel(sm, gy, CV_32F, 0, 1, 3, 0.25, 0, cv::BORDER_REFLECT);
+  const int F = 2 * g;
+  cv::Mat out = cv::Mat::zeros(F, F, CV_32F);
+  for (int y = 0; y < lab.rows; ++y) {
+    const int fy = std::min(F - 1, y * F / lab.rows);
+    const cv::Vec3f* ax = gx.ptr<cv::Vec3f>(y);
+    const cv::Vec3f* ay = gy.ptr<cv::Vec3f>(y);
+    float* o = out.ptr<float>(fy);
+    for (int x = 0; x < lab.cols; ++x) {
+      const int fx = std::min(F - 1, x * F / lab.cols);
+      const float m = std::sqrt(ax[x].dot(ax[x]) + ay[x].dot(ay[x]));
+      o[fx] = std::max(o[fx], m);
+    }
+  }
+  return out;
+}
+
+AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const DefaultSourceSettings& s,
+                              const cv::Mat& edges) {
   AttentionMap m;
   m.h = m.w = g;
   m.name = "default/" + std::to_string(g);
@@ -86,21 +118,42 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
   m.data.resize(static_cast<size_t>(n * n));
   const float ic = static_cast<float>(1.0 / (2.0 * s.sigma_color * s.sigma_color));
   const float ip = static_cast<float>(1.0 / (2.0 * s.sigma_position * s.sigma_position));
+  const float ew = static_cast<float>(s.edge_weight);
+  const int radius = s.radius > 0 ? std::max(1, s.radius * g / s.grid) : 0;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float* row = m.data.data() + i * n;
     const float* fi = &f[static_cast<size_t>(i) * dim];
     const float yi = (static_cast<float>(i / g) + 0.5f) / g, xi = (static_cast<float>(i % g) + 0.5f) / g;
     float mx = -std::numeric_limits<float>::infinity();
+    const int iy = static_cast<int>(i / g), ix = static_cast<int>(i % g);
     for (int64_t j = 0; j < n; ++j) {
+      const int jy = static_cast<int>(j / g), jx = static_cast<int>(j % g);
+      if (radius > 0 && (std::abs(jy - iy) > radius || std::abs(jx - ix) > radius ||
+                         (jy - iy) * (jy - iy) + (jx - ix) * (jx - ix) > radius * radius)) {
+        row[j] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
       const float* fj = &f[static_cast<size_t>(j) * dim];
       float dc = 0;
       for (int k = 0; k < dim; ++k) {
         const float d = fi[k] - fj[k];
         dc += d * d;
       }
-      const float dy = yi - (static_cast<float>(j / g) + 0.5f) / g, dx = xi - (static_cast<float>(j % g) + 0.5f) / g;
-      const float logit = -dc * ic - (dy * dy + dx * dx) * ip;
+      const float dy = yi - (static_cast<float>(jy) + 0.5f) / g, dx = xi - (static_cast<float>(jx) + 0.5f) / g;
+      float logit = -dc * ic - (dy * dy + dx * dx) * ip;
+      if (ew > 0 && j != i) {
+        // Intervening contour: the strongest edge on the straight line between the
+        // two cell centres, sampled on the fine grid.
+        const int steps = 2 * std::max(std::abs(jy - iy), std::abs(jx - ix));
+        float emax = 0;
+        for (int t = 0; t <= steps; ++t) {
+          const int fy = 2 * iy + static_cast<int>(std::lround((2.0 * (jy - iy)) * t / steps));
+          const int fx = 2 * ix + static_cast<int>(std::lround((2.0 * (jx - ix)) * t / steps));
+          emax = std::max(emax, std::max(edges.at<float>(fy, fx), edges.at<float>(fy + 1, fx + 1)));
+        }
+        logit -= ew * emax;
+      }
       row[j] = logit;
       mx = std::max(mx, logit);
     }
@@ -129,7 +182,8 @@ Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) 
   for (int level = 0; level < s.levels && g >= 4; ++level, g /= 2) {
     int dim = 0;
     auto f = cell_features(lab, lab2, g, s, dim);
-    AttentionMap m = kernel_attention(f, dim, g, s);
+    const cv::Mat edges = s.edge_weight > 0 ? fine_edges(lab, g, s.edge_sigma) : cv::Mat();
+    AttentionMap m = kernel_attention(f, dim, g, s, edges);
     m.weight = level == 0 ? 1.0f : 0.0f;
     a.maps.push_back(std::move(m));
   }

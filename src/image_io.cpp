@@ -12,12 +12,47 @@ namespace m2n2 {
 namespace fs = std::filesystem;
 
 namespace {
+
+uint32_t be32(const std::string& b, size_t i) {
+  return (static_cast<uint32_t>(static_cast<unsigned char>(b[i])) << 24) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(b[i + 1])) << 16) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(b[i + 2])) << 8) | static_cast<unsigned char>(b[i + 3]);
+}
+
+// Structural checks of PNG and JPEG files before decoding, so that truncated files
+// get our one-line error instead of the codec libraries' own stderr messages.
+void check_structure(const std::string& path, const std::string& b) {
+  if (b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) {
+    size_t i = 8;
+    bool iend = false;
+    while (i + 12 <= b.size()) {
+      const uint32_t len = be32(b, i);
+      const std::string type = b.substr(i + 4, 4);
+      if (len > b.size() || i + 12 + len > b.size()) break;
+      i += 12 + len;
+      if (type == "IEND") {
+        iend = true;
+        break;
+      }
+    }
+    if (!iend) throw Error(path + ": truncated or corrupt PNG");
+  } else if (b.size() >= 3 && static_cast<unsigned char>(b[0]) == 0xFF && static_cast<unsigned char>(b[1]) == 0xD8) {
+    // The end-of-image marker must be near the end (some files carry trailing bytes).
+    const size_t from = b.size() > 4096 ? b.size() - 4096 : 2;
+    bool eoi = false;
+    for (size_t i = b.size() - 1; i > from && !eoi; --i)
+      eoi = static_cast<unsigned char>(b[i - 1]) == 0xFF && static_cast<unsigned char>(b[i]) == 0xD9;
+    if (!eoi) throw Error(path + ": truncated or corrupt JPEG");
+  }
+}
+
 cv::Mat decode(const std::string& path, int flags) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw Error(path + ": no such file");
   if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected an image");
   const std::string bytes = read_file(path);
   if (bytes.empty()) throw Error(path + ": empty file");
+  check_structure(path, bytes);
   cv::Mat img;
   try {
     img = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data())), flags);

@@ -47,6 +47,7 @@ class TorchScriptSource : public AttentionSource {
       input_h_ = j.at("input_size").at(0).get<int>();
       input_w_ = j.at("input_size").at(1).get<int>();
       model_id_ = j.value("model_id", "unknown");
+      dtype_ = j.value("dtype", "fp32");
       for (const auto& l : j.at("layers")) {
         LayerInfo li;
         li.name = l.at("name").get<std::string>();
@@ -68,12 +69,12 @@ class TorchScriptSource : public AttentionSource {
     for (const auto& l : layers_) need += 4.0 * static_cast<double>(l.h * l.w) * (l.h * l.w);
     check_memory(need, opt.max_memory_bytes, path + " (attention maps)", "export at a smaller attention resolution");
     module_.eval();
-    if (device_ == Device::Cuda && opt.fp16) module_.to(at::kHalf);
+    // The network's dtype is fixed at export (--fp16); the input is always fp32 in [0,1].
   }
 
   std::string id() const override {
     return "torchscript:" + path_ + "|" + model_id_ + "|" + std::to_string(input_h_) + "x" + std::to_string(input_w_) +
-           "|" + to_string(device_) + (device_ == Device::Cuda && opt_.fp16 ? "|fp16" : "");
+           "|" + to_string(device_) + "|" + dtype_;
   }
 
   Attention compute(const cv::Mat& rgb) override {
@@ -85,7 +86,6 @@ class TorchScriptSource : public AttentionSource {
                        .div(255.0)
                        .contiguous();
     x = x.to(torch_device(device_));
-    if (device_ == Device::Cuda && opt_.fp16) x = x.to(at::kHalf);
     c10::IValue out;
     try {
       torch::NoGradGuard ng;
@@ -125,7 +125,7 @@ class TorchScriptSource : public AttentionSource {
   Device device_ = Device::Cpu;
   torch::jit::Module module_;
   int input_h_ = 0, input_w_ = 0;
-  std::string model_id_;
+  std::string model_id_, dtype_;
   std::vector<LayerInfo> layers_;
   nlohmann::json meta_;
 };

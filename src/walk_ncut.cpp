@@ -120,7 +120,7 @@ std::vector<int> recursive_rw_ncut(const std::vector<float>& Pf, int n, const Nc
     switch (p.policy) {
       case StopPolicy::Constant: accept = b.ncut < p.tau; break;
       case StopPolicy::Null: accept = b.ncut < 1.0; break;
-      case StopPolicy::Parent: accept = b.ncut < parent_ncut; break;
+      case StopPolicy::Parent: accept = b.ncut < 1.0 && b.ncut <= parent_ncut; break;
       case StopPolicy::SweepMad: {
         std::vector<double> v;
         for (double x : b.sweep_ncut)

@@ -1,1 +1,57 @@
 #include <gtest/gtest.h>
+
+#include <queue>
+#include <random>
+
+#include "m2n2/flood_fill.hpp"
+
+using namespace m2n2;
+
+TEST(FloodFill, HandMadeMap) {
+  cv::Mat h = (cv::Mat_<float>(3, 3) << 0, 5, 1, 1, 9, 1, 2, 1, 1);
+  cv::Mat out = minimax_flood_fill(h, {0, 0});
+  cv::Mat want = (cv::Mat_<float>(3, 3) << 0, 5, 2, 1, 9, 2, 2, 2, 2);
+  EXPECT_EQ(cv::countNonZero(out != want), 0) << out;
+}
+
+TEST(FloodFill, DifferencesAreRelativeToTheStart) {
+  cv::Mat h = (cv::Mat_<float>(1, 5) << 0.2f, 0.5f, 0.6f, 0.1f, 0.9f);
+  cv::Mat out = minimax_flood_fill(h, {2, 0});  // start value 0.6
+  EXPECT_NEAR(out.at<float>(0, 0), 0.4f, 1e-6);  // path max(|0.5-0.6|, |0.2-0.6|)
+  EXPECT_NEAR(out.at<float>(0, 1), 0.1f, 1e-6);
+  EXPECT_NEAR(out.at<float>(0, 2), 0.0f, 1e-6);
+  EXPECT_NEAR(out.at<float>(0, 3), 0.5f, 1e-6);
+  EXPECT_NEAR(out.at<float>(0, 4), 0.5f, 1e-6);  // max(0.5, 0.3)
+}
+
+// Against an independent O(P^2) fixpoint on random maps.
+TEST(FloodFill, MatchesBruteForceFixpoint) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0, 1);
+  cv::Mat h(9, 11, CV_32F);
+  for (int y = 0; y < h.rows; ++y)
+    for (int x = 0; x < h.cols; ++x) h.at<float>(y, x) = u(rng);
+  const cv::Point s(4, 3);
+  const float h0 = h.at<float>(s);
+  cv::Mat ref(h.size(), CV_32F, cv::Scalar(1e9));
+  ref.at<float>(s) = 0;
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (int y = 0; y < h.rows; ++y)
+      for (int x = 0; x < h.cols; ++x) {
+        const int dy[4] = {-1, 1, 0, 0}, dx[4] = {0, 0, -1, 1};
+        for (int k = 0; k < 4; ++k) {
+          const int ny = y + dy[k], nx = x + dx[k];
+          if (ny < 0 || nx < 0 || ny >= h.rows || nx >= h.cols) continue;
+          const float v = std::max(ref.at<float>(ny, nx), std::fabs(h.at<float>(y, x) - h0));
+          if (v < ref.at<float>(y, x)) {
+            ref.at<float>(y, x) = v;
+            changed = true;
+          }
+        }
+      }
+  }
+  cv::Mat out = minimax_flood_fill(h, s);
+  EXPECT_LE(cv::norm(out, ref, cv::NORM_INF), 1e-6);
+}

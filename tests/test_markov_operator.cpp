@@ -1,1 +1,122 @@
 #include <gtest/gtest.h>
+
+#include <random>
+
+#include "m2n2/error.hpp"
+#include "m2n2/markov_operator.hpp"
+#include "m2n2/start_state.hpp"
+
+using namespace m2n2;
+
+namespace {
+AttentionMap random_attention(int g, int seed) {
+  AttentionMap m;
+  m.h = m.w = g;
+  const int n = g * g;
+  m.data.resize(static_cast<size_t>(n) * n);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0.01f, 1.0f);
+  for (int i = 0; i < n; ++i) {
+    double s = 0;
+    for (int j = 0; j < n; ++j) s += (m.data[static_cast<size_t>(i) * n + j] = u(rng) * u(rng) * u(rng));
+    for (int j = 0; j < n; ++j) m.data[static_cast<size_t>(i) * n + j] /= static_cast<float>(s);
+  }
+  return m;
+}
+}  // namespace
+
+TEST(MarkovOperator, SinkhornMakesRowsAndColumnsSumToOne) {
+  const AttentionMap a = random_attention(6, 7);
+  MarkovOperator op(a, OperatorParams{});
+  const auto d = op.dense();
+  const int n = 36;
+  for (int i = 0; i < n; ++i) {
+    double r = 0, c = 0;
+    for (int j = 0; j < n; ++j) {
+      r += d[static_cast<size_t>(i) * n + j];
+      c += d[static_cast<size_t>(j) * n + i];
+    }
+    EXPECT_NEAR(r, 1.0, 1e-5);
+    EXPECT_NEAR(c, 1.0, 1e-5);
+  }
+}
+
+TEST(MarkovOperator, TemperatureSharpensRows) {
+  AttentionMap a;
+  a.h = 1;
+  a.w = 2;
+  a.data = {0.8f, 0.2f, 0.2f, 0.8f};
+  OperatorParams p;
+  p.temperature = 0.5;  // A^(1/T) = A^2 row-normalised: 0.64/(0.64+0.04)
+  p.ipf_iterations = 0;
+  MarkovOperator op(a, p);
+  const auto d = op.dense();
+  EXPECT_NEAR(d[0], 0.64 / 0.68, 1e-6);
+  EXPECT_NEAR(d[1], 0.04 / 0.68, 1e-6);
+}
+
+// Two disconnected 2-token blocks [[a,1-a],[1-a,a]] with a = 0.8 (already doubly
+// stochastic; T = 1 leaves it unchanged). From token 0:
+//   s1 = [0.8, 0.2]/0.8 = [1, 0.25]           (0.25 < 0.3: not crossed)
+//   s2 = [0.85, 0.4]/0.85 = [1, 0.470588]     crossed at i = 1:
+//   value = 1 + 1 - (0.470588 - 0.3) / ((0.470588 - 0.25) + 1e-6) = 1.226668
+// Tokens of the other block are never reached and keep max_iterations.
+TEST(MarkovOperator, BlockDiagonalCrossingStepsByHand) {
+  AttentionMap a;
+  a.h = 2;
+  a.w = 2;
+  a.data = {0.8f, 0.2f, 0, 0, 0.2f, 0.8f, 0, 0, 0, 0, 0.8f, 0.2f, 0, 0, 0.2f, 0.8f};
+  OperatorParams p;
+  p.temperature = 1.0;
+  MarkovOperator op(a, p);
+  MarkovParams mp;
+  mp.max_iterations = 50;
+  const auto s0 = start_state(0, 0, 2, 2, 2, 2);
+  ASSERT_EQ(s0, (std::vector<float>{1, 0, 0, 0}));
+  const auto m = op.markov_maps({s0}, mp)[0];
+  EXPECT_FLOAT_EQ(m[0], 0.0f);
+  const double s2 = 0.4 / 0.85;
+  EXPECT_NEAR(m[1], 2.0 - (s2 - 0.3) / ((s2 - 0.25) + 1e-6), 1e-5);
+  EXPECT_FLOAT_EQ(m[2], 50.0f);
+  EXPECT_FLOAT_EQ(m[3], 50.0f);
+  // Without interpolation: the integer step, and max+1 for unreached tokens.
+  mp.linear_interpolation = false;
+  const auto m2 = op.markov_maps({s0}, mp)[0];
+  EXPECT_FLOAT_EQ(m2[1], 2.0f);
+  EXPECT_FLOAT_EQ(m2[2], 51.0f);
+}
+
+TEST(MarkovOperator, BatchedChainsEqualSingleChains) {
+  const AttentionMap a = random_attention(8, 3);
+  MarkovOperator op(a, OperatorParams{});
+  std::vector<std::vector<float>> starts = {start_state(10, 20, 100, 120, 8, 8), start_state(90, 50, 100, 120, 8, 8),
+                                            start_state(0, 99, 100, 120, 8, 8)};
+  const auto batch = op.markov_maps(starts, MarkovParams{});
+  for (size_t b = 0; b < starts.size(); ++b) {
+    const auto one = op.markov_maps({starts[b]}, MarkovParams{})[0];
+    for (size_t j = 0; j < one.size(); ++j) EXPECT_NEAR(batch[b][j], one[j], 1e-4) << b << " " << j;
+  }
+}
+
+TEST(StartState, BilinearSplatNormalisedToMax) {
+  // Image 100×100, grid 4: u = 3·x/100.
+  const auto s = start_state(50, 50, 100, 100, 4, 4);  // u = v = 1.5
+  EXPECT_FLOAT_EQ(s[1 * 4 + 1], 1.0f);
+  EXPECT_FLOAT_EQ(s[1 * 4 + 2], 1.0f);
+  EXPECT_FLOAT_EQ(s[2 * 4 + 1], 1.0f);
+  EXPECT_FLOAT_EQ(s[2 * 4 + 2], 1.0f);
+  const auto e = start_state(99, 0, 100, 100, 4, 4);  // u = 2.97
+  EXPECT_FLOAT_EQ(e[3], 1.0f);
+  EXPECT_NEAR(e[2], 0.03 / 0.97, 1e-6);
+}
+
+TEST(MarkovOperator, RejectsBadArguments) {
+  AttentionMap a;
+  a.h = a.w = 2;
+  a.data = {1, 0, 0};
+  EXPECT_THROW(MarkovOperator(a, OperatorParams{}), Error);
+  const AttentionMap ok = random_attention(2, 1);
+  OperatorParams p;
+  p.temperature = 0;
+  EXPECT_THROW(MarkovOperator(ok, p), Error);
+}

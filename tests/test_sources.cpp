@@ -1,1 +1,168 @@
 #include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include <opencv2/imgproc.hpp>
+
+#include "m2n2/attention_cache.hpp"
+#include "m2n2/attention_file.hpp"
+#include "m2n2/default_source.hpp"
+#include "m2n2/error.hpp"
+#include "m2n2/image_io.hpp"
+#include "m2n2/metrics.hpp"
+#include "m2n2/npy.hpp"
+#include "m2n2/segmenter.hpp"
+#include "test_util.hpp"
+
+using namespace m2n2;
+namespace fs = std::filesystem;
+
+namespace {
+
+void expect_row_stochastic(const AttentionMap& m, float tol) {
+  const int64_t n = m.tokens();
+  ASSERT_EQ(static_cast<int64_t>(m.data.size()), n * n);
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      ASSERT_GE(m.data[i * n + j], 0.0f);
+      s += m.data[i * n + j];
+    }
+    ASSERT_NEAR(s, 1.0, tol) << m.name << " row " << i;
+  }
+}
+
+// Two regions: a blob and a background of different colours, with noise.
+cv::Mat two_regions(cv::Mat& labels) {
+  labels = cv::Mat::zeros(120, 160, CV_8U);
+  cv::ellipse(labels, {70, 60}, {40, 30}, 20, 0, 360, cv::Scalar(1), cv::FILLED);
+  return test::paint(labels, {{60, 110, 50}, {210, 60, 50}}, 10.0);
+}
+
+class CountingSource : public AttentionSource {
+ public:
+  explicit CountingSource(std::unique_ptr<AttentionSource> inner) : inner_(std::move(inner)) {}
+  std::string id() const override { return inner_->id(); }
+  Attention compute(const cv::Mat& rgb) override {
+    ++calls;
+    return inner_->compute(rgb);
+  }
+  int calls = 0;
+
+ private:
+  std::unique_ptr<AttentionSource> inner_;
+};
+
+}  // namespace
+
+TEST(DefaultSource, DeliversRowStochasticMapsAtEveryLevel) {
+  cv::Mat labels;
+  const cv::Mat img = two_regions(labels);
+  DefaultSourceSettings s;
+  s.grid = 16;
+  const Attention a = default_attention(img, s);
+  ASSERT_EQ(a.maps.size(), 3u);  // 16, 8, 4 (levels stop below 4)
+  EXPECT_EQ(a.maps[0].h, 16);
+  EXPECT_EQ(a.maps[1].h, 8);
+  EXPECT_EQ(a.maps[0].weight, 1.0f);
+  EXPECT_EQ(a.maps[1].weight, 0.0f);
+  for (const auto& m : a.maps) expect_row_stochastic(m, 1e-4f);
+}
+
+TEST(DefaultSource, SettingsParseAndReject) {
+  const auto s = DefaultSourceSettings::parse("grid=32,sigma_color=0.2");
+  EXPECT_EQ(s.grid, 32);
+  EXPECT_DOUBLE_EQ(s.sigma_color, 0.2);
+  EXPECT_THROW(DefaultSourceSettings::parse("grid=2"), Error);
+  EXPECT_THROW(DefaultSourceSettings::parse("colour=1"), Error);
+  EXPECT_THROW(DefaultSourceSettings::parse("grid=abc"), Error);
+}
+
+TEST(DefaultSource, SegmentsATwoRegionImageFromOneClick) {
+  cv::Mat labels;
+  const cv::Mat img = two_regions(labels);
+  auto src = make_source("default", SourceOptions{});
+  const AttentionMap m = combine_for_m2n2(src->compute(img));
+  auto op = std::make_shared<MarkovOperator>(m, OperatorParams{});
+  Segmenter seg(img, op, M2N2Params{});
+  const cv::Mat mask = seg.segment({{70, 60, true}}).mask;
+  const double v = iou(mask, labels);
+  EXPECT_GE(v, 0.95) << "IoU " << v;
+}
+
+TEST(AttentionCache, HitReturnsTheSameTensorWithoutComputing) {
+  cv::Mat labels;
+  const cv::Mat img = two_regions(labels);
+  CountingSource src(make_source("default:grid=16", SourceOptions{}));
+  const std::string dir = test::temp_dir();
+  AttentionCache cache(dir);
+  const Attention a = cache.get(src, img);
+  EXPECT_EQ(src.calls, 1);
+  EXPECT_EQ(cache.computed(), 1);
+  AttentionCache again(dir);  // a new process would start like this
+  const Attention b = again.get(src, img);
+  EXPECT_EQ(src.calls, 1) << "a cache hit must not compute";
+  EXPECT_EQ(again.hits(), 1);
+  ASSERT_EQ(a.maps.size(), b.maps.size());
+  for (size_t i = 0; i < a.maps.size(); ++i) {
+    EXPECT_EQ(a.maps[i].h, b.maps[i].h);
+    EXPECT_EQ(a.maps[i].weight, b.maps[i].weight);
+    EXPECT_EQ(a.maps[i].data, b.maps[i].data);
+  }
+  // Another image misses.
+  cv::Mat other = img.clone();
+  other.at<cv::Vec3b>(0, 0)[0] ^= 1;
+  again.get(src, other);
+  EXPECT_EQ(src.calls, 2);
+  // With no cache folder the result is the same (rounded to the cache dtype).
+  AttentionCache none("");
+  const Attention c = none.get(src, img);
+  EXPECT_EQ(c.maps[0].data, a.maps[0].data);
+}
+
+TEST(Sources, SpecErrors) {
+  EXPECT_THROW(make_source("bogus", SourceOptions{}), Error);
+  EXPECT_THROW(make_source("file:", SourceOptions{}), Error);
+  EXPECT_THROW(make_source("file:/nonexistent.npy", SourceOptions{}), Error);
+  EXPECT_THROW(make_source("torchscript:/nonexistent.pt", SourceOptions{}), Error);
+  EXPECT_THROW(make_source("default:grid=1000", SourceOptions{}), Error);
+}
+
+// The committed fixture: shapes and row sums as its metadata declares.
+TEST(Torchscript, FixtureDeliversDeclaredMaps) {
+  const std::string path = test::source_dir() + "/models/tiny-test-attention.pt";
+  auto src = make_source("torchscript:" + path, SourceOptions{Device::Cpu});
+  cv::Mat labels;
+  const Attention a = src->compute(two_regions(labels));
+  ASSERT_EQ(a.maps.size(), 3u);
+  EXPECT_EQ(a.maps[0].name, "up_blocks.3.attentions.0");
+  EXPECT_EQ(a.maps[0].h, 8);
+  EXPECT_EQ(a.maps[2].h, 4);
+  EXPECT_FLOAT_EQ(a.maps[0].weight, 0.5f);
+  for (const auto& m : a.maps) expect_row_stochastic(m, 1e-4f);
+  // M2N2 combines the two weighted 8×8 layers and runs end to end.
+  const AttentionMap m = combine_for_m2n2(a);
+  EXPECT_EQ(m.h, 8);
+  auto op = std::make_shared<MarkovOperator>(m, OperatorParams{});
+  cv::Mat img = two_regions(labels);
+  Segmenter seg(img, op, M2N2Params{});
+  const cv::Mat mask = seg.segment({{70, 60, true}}).mask;
+  EXPECT_GT(cv::countNonZero(mask), 0);
+}
+
+TEST(Torchscript, ForeignFilesGiveClearErrors) {
+  const std::string d = test::temp_dir();
+  write_file_atomic(d + "/text.pt", "this is not a model");
+  try {
+    make_source("torchscript:" + d + "/text.pt", SourceOptions{Device::Cpu});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a loadable TorchScript"), std::string::npos) << e.what();
+  }
+  // A .npy handed to the TorchScript loader.
+  std::vector<float> v(16, 0.25f);
+  write_npy(d + "/a.npy", v.data(), {4, 4});
+  EXPECT_THROW(make_source("torchscript:" + d + "/a.npy", SourceOptions{Device::Cpu}), Error);
+  // A folder.
+  EXPECT_THROW(make_source("torchscript:" + d, SourceOptions{Device::Cpu}), Error);
+}

@@ -41,7 +41,6 @@ std::vector<AttentionMap> maps_by_resolution(const Attention& att);
 struct SourceOptions {
   Device device = Device::Auto;
   int grid = 0;                 // default source: token grid (0 = its default)
-  bool fp16 = true;             // torchscript: run the model in fp16 on CUDA
   double max_memory_bytes = 0;  // 0 = use what the system reports as available
 };
 

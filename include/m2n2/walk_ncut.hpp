@@ -13,7 +13,7 @@ enum class StopPolicy {
   Constant,  // accept iff NCut < tau
   Null,      // accept iff NCut < 1, the NCut of any split of a structureless walk
   SweepMad,  // accept iff min NCut < median - MAD of the sweep's NCut values
-  Parent,    // accept iff NCut < the NCut of the split that made this segment (root: < 1)
+  Parent,    // accept iff NCut <= the NCut of the split that made this segment (and < 1)
 };
 StopPolicy parse_stop_policy(const std::string& s);  // constant | null | sweep-mad | parent
 std::string to_string(StopPolicy p);

@@ -112,7 +112,13 @@ Pipeline::Pipeline(const CommonOptions& o, const M2N2Flags& f)
   so.device = dev;
   so.grid = o.grid;
   so.max_memory_bytes = max_memory_bytes(o);
-  source_ = make_source(o.source, so);
+  try {
+    source_ = make_source(o.source, so);
+  } catch (const MemoryError&) {
+    throw;
+  } catch (const Error& e) {
+    throw UsageError(e.what());  // a bad --source is a usage error
+  }
 }
 
 Attention Pipeline::attention(const cv::Mat& rgb) { return cache_.get(*source_, rgb); }

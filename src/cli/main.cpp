@@ -1,5 +1,6 @@
 // m2n2 — training-free interactive segmentation (M2N2) from the command line.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "commands.hpp"
 #include "common.hpp"
@@ -19,9 +20,15 @@ int main(int argc, char** argv) {
   m2n2::cli::register_auto(app, code);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    const int r = app.exit(e);
-    return r == 0 ? 0 : m2n2::cli::kUsage;
+    std::fprintf(stderr, "m2n2: error: %s (see m2n2 --help)\n", e.what());
+    return m2n2::cli::kUsage;
   }
   return code;
 }

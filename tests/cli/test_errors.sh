@@ -1,0 +1,79 @@
+#!/bin/bash
+# Bad input to segment, markov-map, attention, next-click, eval and auto: one line on
+# stderr naming the file or argument, and the right exit code.
+M2N2=$1
+SHARED=$2
+. "$(dirname "$0")/lib.sh"
+CASE=$SHARED/testdata/m2n2/synthetic_1_1
+IMG=$CASE/image.png
+ATT=$CASE/attention.npy
+Q="--no-cache --grid 16"
+
+/usr/bin/python3 - "$TMP" <<'PY'
+import numpy as np, sys
+d = sys.argv[1]
+np.save(f"{d}/wrong_shape.npy", np.full((4, 4, 16), 1 / 16, np.float32))
+a = np.full((16, 16), 1 / 16, np.float32); a[3, 3] = np.nan
+np.save(f"{d}/nan.npy", a)
+np.save(f"{d}/int.npy", np.ones((16, 16), np.int32))
+np.save(f"{d}/not_stochastic.npy", np.full((16, 16), 0.5, np.float32))
+np.save(f"{d}/n12.npy", np.full((12, 12), 1 / 12, np.float32))
+open(f"{d}/corrupt.png", "wb").write(b"\x89PNG\r\n\x1a\n garbage")
+open(f"{d}/empty.npy", "wb").write(b"")
+PY
+
+# segment, single-image form
+expect_error 1 "no such file" $M2N2 segment --image $TMP/missing.png --click 1,1,+ --out $TMP/m.png $Q
+expect_error 1 "corrupt" $M2N2 segment --image $TMP/corrupt.png --click 1,1,+ --out $TMP/m.png $Q
+expect_error 2 "outside" $M2N2 segment --image $IMG --click 5000,1,+ --out $TMP/m.png $Q
+expect_error 2 "outside" $M2N2 segment --image $IMG --click -3,1,+ --out $TMP/m.png $Q
+expect_error 2 "label of" $M2N2 segment --image $IMG --click 10,10,x --out $TMP/m.png $Q
+expect_error 2 "not numbers" $M2N2 segment --image $IMG --click a,b,+ --out $TMP/m.png $Q
+expect_error 2 "expected X,Y,+" $M2N2 segment --image $IMG --click 10 --out $TMP/m.png $Q
+expect_error 2 "finite" $M2N2 segment --image $IMG --click nan,3,+ --out $TMP/m.png $Q
+expect_error 2 "wrong_shape.npy" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/wrong_shape.npy
+expect_error 2 "non-finite" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/nan.npy
+expect_error 2 "float32 or float16" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/int.npy
+expect_error 2 "row-stochastic" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/not_stochastic.npy
+expect_error 2 "not a square" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/n12.npy
+expect_error 2 "empty.npy" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/empty.npy
+expect_error 2 "no such file" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/none.npy
+expect_error 2 "unknown source" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source magic
+expect_error 2 "TorchScript" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source torchscript:$TMP/corrupt.png
+expect_error 2 "" $M2N2 segment --image $IMG --out $TMP/m.png $Q
+expect_error 2 "" $M2N2 segment --bogus-flag
+check "no partial mask written" test ! -e $TMP/m.png
+check "no temporary files left" test -z "$(ls -A $TMP | grep -E '\.tmp')"
+
+# markov-map
+expect_error 1 "no such file" $M2N2 markov-map --image $TMP/missing.png --point 1,1 --npy $TMP/o.npy $Q
+expect_error 2 "outside" $M2N2 markov-map --image $IMG --point 1000,1 --npy $TMP/o.npy --source file:$ATT
+expect_error 2 "expected X,Y" $M2N2 markov-map --image $IMG --point 12 --npy $TMP/o.npy --source file:$ATT
+expect_error 2 "non-finite" $M2N2 markov-map --image $IMG --point 1,1 --npy $TMP/o.npy --source file:$TMP/nan.npy
+expect_error 2 "wrong_shape.npy" $M2N2 markov-map --image $IMG --point 1,1 --npy $TMP/o.npy --source file:$TMP/wrong_shape.npy
+check "no markov-map output on error" test ! -e $TMP/o.npy
+
+# attention
+expect_error 1 "no such file" $M2N2 attention --image $TMP/missing.png --npy $TMP/a.npy $Q
+expect_error 2 "grid must be" $M2N2 attention --image $IMG --npy $TMP/a.npy --no-cache --source default:grid=1000
+
+# next-click
+expect_error 2 "protocol" $M2N2 next-click --gt $CASE/gt.png --pred $CASE/gt.png --protocol nope
+expect_error 1 "no such file" $M2N2 next-click --gt $TMP/missing.png --pred $CASE/gt.png
+expect_error 1 "size differs" $M2N2 next-click --gt $CASE/gt.png --pred $SHARED/testdata/m2n2/synthetic_1_0/gt.png
+
+# eval
+expect_error 2 "no such file" $M2N2 eval --dataset $TMP/nothing --out $TMP/ev $Q
+expect_error 2 "shard" $M2N2 eval --dataset $SHARED/datasets/GrabCut --out $TMP/ev --shard 3/2 $Q
+expect_error 2 "protocol" $M2N2 eval --dataset $SHARED/datasets/GrabCut --out $TMP/ev --protocol x $Q
+
+# auto
+expect_error 2 "method" $M2N2 auto --method kmeans --image $IMG --out $TMP/l.png $Q
+expect_error 2 "exactly one" $M2N2 auto --out $TMP/l.png $Q
+expect_error 1 "no such file" $M2N2 auto --image $TMP/missing.png --out $TMP/l.png $Q
+expect_error 2 "stop" $M2N2 auto --method ncut --stop sometimes --image $IMG --out $TMP/l.png $Q
+
+# Usage errors print nothing on stdout.
+$M2N2 segment --image $IMG --click 1,1,q --out $TMP/m.png $Q > $TMP/stdout 2> /dev/null
+check "stdout empty on usage error" test ! -s $TMP/stdout
+finish
