@@ -142,6 +142,7 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
   if (fortran.find("True") != std::string::npos) fail(name, "Fortran-ordered arrays are not supported");
   const std::string shape = dict_value(header, "shape", name);
   // parse "(a, b, c)"
+  if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')') fail(name, "malformed shape '" + shape + "'");
   {
     std::string inner = shape.substr(1, shape.size() - 2);
     std::stringstream ss(inner);
@@ -203,6 +204,7 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
 std::string read_file(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected a file");
+  if (!fs::exists(path, ec)) throw Error(path + ": no such file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
   std::ostringstream ss;

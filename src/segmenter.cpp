@@ -9,10 +9,6 @@
 
 namespace m2n2 {
 
-cv::Point click_pixel(const Click& c) {
-  return {static_cast<int>(std::nearbyint(c.x)), static_cast<int>(std::nearbyint(c.y))};
-}
-
 Segmenter::Segmenter(const cv::Mat& rgb, std::shared_ptr<const MarkovOperator> op, const M2N2Params& params)
     : rgb_(rgb), op_(std::move(op)), params_(params) {
   if (rgb.empty() || rgb.type() != CV_8UC3) throw Error("segmenter: the image must be non-empty 8-bit RGB");

@@ -2,6 +2,7 @@
 // (Markov-map, upsampling, flood fill), cached per point, and the truncated
 // nearest-neighbour merge of all clicks into one mask.
 #pragma once
+#include <cmath>
 #include <map>
 #include <memory>
 #include <utility>
@@ -30,7 +31,9 @@ struct M2N2Params {
 };
 
 // Rounds a click to its pixel like the reference (round half to even).
-cv::Point click_pixel(const Click& c);
+inline cv::Point click_pixel(const Click& c) {
+  return {static_cast<int>(std::nearbyint(c.x)), static_cast<int>(std::nearbyint(c.y))};
+}
 
 class Segmenter {
  public:

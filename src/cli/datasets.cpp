@@ -50,10 +50,12 @@ std::vector<Instance> read_folder(const fs::path& dir, MaskConvention conv) {
   return out;
 }
 
-std::vector<Instance> read_coco(const fs::path& json_path, const std::string& images_dir) {
+}  // namespace
+
+std::vector<Instance> parse_coco(const std::string& text, const fs::path& json_path, const std::string& images_dir) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_file(json_path.string()));
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(json_path.string() + ": malformed JSON");
   }
@@ -70,6 +72,9 @@ std::vector<Instance> read_coco(const fs::path& json_path, const std::string& im
     if (!im.is_object() || !im.contains("id") || !im["id"].is_number_integer() || !im.contains("file_name") ||
         !im["file_name"].is_string())
       throw Error(json_path.string() + ": image entries need integer \"id\" and string \"file_name\"");
+    for (const char* k : {"height", "width"})
+      if (im.contains(k) && !im[k].is_number_integer())
+        throw Error(json_path.string() + ": image height and width must be integers");
     const int h = im.value("height", 0), w = im.value("width", 0);
     imgs[im["id"].get<long long>()] = {im["file_name"].get<std::string>(), h, w};
   }
@@ -92,12 +97,11 @@ std::vector<Instance> read_coco(const fs::path& json_path, const std::string& im
   return out;
 }
 
-}  // namespace
-
 std::vector<Instance> read_dataset(const std::string& dataset, const std::string& images, MaskConvention conv) {
   std::error_code ec;
   if (!fs::exists(dataset, ec)) throw Error(dataset + ": no such file or folder");
-  std::vector<Instance> out = fs::is_directory(dataset, ec) ? read_folder(dataset, conv) : read_coco(dataset, images);
+  std::vector<Instance> out = fs::is_directory(dataset, ec) ? read_folder(dataset, conv)
+                                                           : parse_coco(read_file(dataset), dataset, images);
   std::sort(out.begin(), out.end(), [](const Instance& a, const Instance& b) {
     // numeric ids in numeric order, then lexicographic
     if (a.id.size() != b.id.size() && std::all_of(a.id.begin(), a.id.end(), ::isdigit) &&

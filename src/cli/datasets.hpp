@@ -1,6 +1,7 @@
 // Benchmark dataset readers behind one small interface: folder pairs
 // (images/ + masks/, GrabCut/Berkeley or DAVIS conventions) and COCO instances.
 #pragma once
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -28,6 +29,9 @@ struct GroundTruth {
 // `dataset`: a folder with images/ and masks/, or a COCO JSON file (then `images`
 // is the image folder, default: the JSON's folder). Sorted by id.
 std::vector<Instance> read_dataset(const std::string& dataset, const std::string& images, MaskConvention convention);
+// The COCO reader on the file's text (also the fuzzing entry point).
+std::vector<Instance> parse_coco(const std::string& text, const std::filesystem::path& json_path,
+                                 const std::string& images_dir);
 GroundTruth load_ground_truth(const Instance& inst);
 MaskConvention parse_convention(const std::string& s);  // grabcut | davis
 
