@@ -37,8 +37,11 @@ Bipartition rw_ncut_bipartition(const std::vector<double>& Pv, int n, int sweep)
   P = P / P.sum(1, true).clamp_min(1e-300);
   // Stationary distribution by power iteration from uniform.
   at::Tensor pi = at::full({n}, 1.0 / n, at::kDouble);
-  for (int it = 0; it < 10000; ++it) {
-    at::Tensor next = at::mv(P.t(), pi);
+  // (Capped: on nearly decomposable walks π converges slowly and is ill-conditioned
+  // anyway; the cut only needs the degrees roughly right.)
+  at::Tensor Pt = P.t().contiguous();
+  for (int it = 0; it < 500; ++it) {
+    at::Tensor next = at::mv(Pt, pi);
     next = next / next.sum();
     const double delta = (next - pi).abs().sum().item<double>();
     pi = next;

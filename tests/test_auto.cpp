@@ -160,7 +160,7 @@ double best_match_miou(const cv::Mat& pred16, const cv::Mat& gt) {
 TEST(AutoSegmentation, DiffSegRecoversThreeFlatRegions) {
   cv::Mat gt;
   const cv::Mat img = three_regions(gt);
-  const Attention a = default_attention(img, DefaultSourceSettings{});
+  const Attention a = default_attention(img, DefaultSourceSettings::parse("radius=0,sigma_position=0.5"));
   const AutoResult r = diffseg(a, img.rows, img.cols, DiffSegParams{});
   const double m = best_match_miou(r.labels, gt);
   EXPECT_GE(m, 0.9) << "segments " << r.segments;
@@ -169,7 +169,7 @@ TEST(AutoSegmentation, DiffSegRecoversThreeFlatRegions) {
 TEST(AutoSegmentation, NcutRecoversThreeFlatRegions) {
   cv::Mat gt;
   const cv::Mat img = three_regions(gt);
-  const Attention a = default_attention(img, DefaultSourceSettings{});
+  const Attention a = default_attention(img, DefaultSourceSettings::parse("radius=0,sigma_position=0.5"));
   const AutoResult r = walk_ncut(a, img.rows, img.cols, NcutParams{});
   const double m = best_match_miou(r.labels, gt);
   EXPECT_GE(m, 0.9) << "segments " << r.segments;

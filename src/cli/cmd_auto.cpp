@@ -23,6 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+constexpr const char* kAutoDefaultSettings = "radius=0,sigma_position=0.5";
+
 cv::Mat label_vis(const cv::Mat& rgb, const cv::Mat& labels) {
   cv::Mat out = rgb.clone();
   for (int y = 0; y < out.rows; ++y)
@@ -82,7 +84,11 @@ int run_auto(const AutoOptions& o) {
   if (o.kl.empty()) throw UsageError("--kl-thresholds needs at least one value");
   if (o.power < 1 || o.power > 1024) throw UsageError("--power must be in 1..1024");
   M2N2Flags f;
-  Pipeline pipe(o.common, f);
+  CommonOptions common = o.common;
+  // Whole-image methods want attention that spans each region, not M2N2's local
+  // walk: the default source runs with a global kernel unless settings are given.
+  if (common.source == "default") common.source = "default:" + std::string(kAutoDefaultSettings);
+  Pipeline pipe(common, f);
   std::vector<std::pair<std::string, std::string>> jobs;  // image, output
   if (!o.image.empty()) {
     jobs.emplace_back(o.image, o.out);

@@ -73,6 +73,55 @@ expect_error 2 "exactly one" $M2N2 auto --out $TMP/l.png $Q
 expect_error 1 "no such file" $M2N2 auto --image $TMP/missing.png --out $TMP/l.png $Q
 expect_error 2 "stop" $M2N2 auto --method ncut --stop sometimes --image $IMG --out $TMP/l.png $Q
 
+# More of the bad-input corpus: zero-size and absurd images, Inf and wrong dtypes in
+# .npy, folders and symlink loops where files are expected, memory limits.
+/usr/bin/python3 - "$TMP" <<'PY'
+import numpy as np, struct, sys, zlib
+d = sys.argv[1]
+a = np.full((16, 16), 1 / 16, np.float32); a[0, 0] = np.inf
+np.save(f"{d}/inf.npy", a)
+np.save(f"{d}/f64.npy", np.full((16, 16), 1 / 16, np.float64))
+np.save(f"{d}/big_endian.npy", np.full((16, 16), 1 / 16, ">f4"))
+np.save(f"{d}/zero.npy", np.zeros((0, 0), np.float32))
+def chunk(t, b): return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b))
+def png(w, h, body=b""):
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(body)) + chunk(b"IEND", b"")
+open(f"{d}/absurd.png", "wb").write(png(200000, 200000))
+open(f"{d}/zero_size.png", "wb").write(png(0, 0))
+open(f"{d}/zero_bytes.png", "wb").write(b"")
+open(f"{d}/truncated.jpg", "wb").write(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 100)
+PY
+mkdir -p $TMP/folder.png $TMP/folder.npy
+ln -s $TMP/loop_b $TMP/loop_a; ln -s $TMP/loop_a $TMP/loop_b
+expect_error 2 "non-finite" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/inf.npy
+expect_error 2 "float32 or float16" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/f64.npy
+expect_error 2 "big-endian" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/big_endian.npy
+expect_error 2 "zero.npy" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/zero.npy
+expect_error 2 "is a directory" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source file:$TMP/folder.npy
+expect_error 1 "absurd.png" $M2N2 segment --image $TMP/absurd.png --click 1,1,+ --out $TMP/m.png $Q
+expect_error 1 "zero_size.png" $M2N2 segment --image $TMP/zero_size.png --click 0,0,+ --out $TMP/m.png $Q
+expect_error 1 "zero_bytes.png: empty file" $M2N2 segment --image $TMP/zero_bytes.png --click 0,0,+ --out $TMP/m.png $Q
+expect_error 1 "truncated or corrupt JPEG" $M2N2 segment --image $TMP/truncated.jpg --click 0,0,+ --out $TMP/m.png $Q
+expect_error 1 "is a directory" $M2N2 segment --image $TMP/folder.png --click 0,0,+ --out $TMP/m.png $Q
+expect_error 1 "loop_a" $M2N2 segment --image $TMP/loop_a --click 0,0,+ --out $TMP/m.png $Q
+expect_error 1 "is a directory" $M2N2 markov-map --image $TMP/folder.png --point 1,1 --npy $TMP/o.npy $Q
+expect_error 1 "loop_a" $M2N2 auto --image $TMP/loop_a --out $TMP/l.png $Q
+expect_error 2 "loop_a" $M2N2 segment --clicks $TMP/loop_a --out $TMP/x $Q
+expect_error 2 "is a directory" $M2N2 segment --clicks $TMP/folder.png --out $TMP/x $Q
+expect_error 2 "loop_a" $M2N2 eval --dataset $TMP/loop_a --out $TMP/ev2 $Q
+expect_error 2 "images/ and masks/" $M2N2 eval --dataset $TMP/folder.png --out $TMP/ev3 $Q
+expect_error 2 "loop_a" $M2N2 segment --image $IMG --click 1,1,+ --out $TMP/m.png --source torchscript:$TMP/loop_a
+# Memory: the operator is estimated before it is built and refused above the limit.
+expect_error 1 "allowed (--max-memory); use a smaller grid" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --no-cache --grid 64 --max-memory 4M
+expect_error 1 "attention maps) needs about" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --source torchscript:$(dirname "$0")/../../models/tiny-test-attention.pt --max-memory 1K
+expect_error 2 "max-memory" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png $Q --max-memory lots
+if [ "$(id -u)" != 0 ]; then
+  cp $IMG $TMP/unreadable.png && chmod 000 $TMP/unreadable.png
+  expect_error 1 "unreadable.png" $M2N2 segment --image $TMP/unreadable.png --click 1,1,+ --out $TMP/m.png $Q
+fi
+check "still no partial mask" test ! -e $TMP/m.png
+
 # Usage errors print nothing on stdout.
 $M2N2 segment --image $IMG --click 1,1,q --out $TMP/m.png $Q > $TMP/stdout 2> /dev/null
 check "stdout empty on usage error" test ! -s $TMP/stdout
