@@ -40,11 +40,13 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
     else if (k == "edge_weight") s.edge_weight = x;
     else if (k == "edge_sigma") s.edge_sigma = x;
     else if (k == "radius") s.radius = static_cast<int>(x);
+    else if (k == "floor") s.floor = x;
     else throw Error("--source default: unknown setting '" + k + "'");
   }
   if (s.grid < 4 || s.grid > 256) throw Error("--source default: grid must be in 4..256");
   if (!(s.sigma_color > 0) || !(s.sigma_position > 0)) throw Error("--source default: sigmas must be > 0");
   if (s.levels < 1) s.levels = 1;
+  if (!(s.floor >= 0 && s.floor < 1)) throw Error("--source default: floor must be in [0, 1)");
   return s;
 }
 
@@ -52,9 +54,9 @@ std::string DefaultSourceSettings::to_string() const {
   char buf[384];
   std::snprintf(buf, sizeof buf,
                 "grid=%d,sigma_color=%g,sigma_position=%g,texture_weight=%g,context_weight=%g,context_sigma=%g,"
-                "edge_weight=%g,edge_sigma=%g,radius=%d,levels=%d",
+                "edge_weight=%g,edge_sigma=%g,radius=%d,floor=%g,levels=%d",
                 grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, edge_weight, edge_sigma,
-                radius, levels);
+                radius, floor, levels);
   return buf;
 }
 
@@ -69,17 +71,22 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
   const double cs = s.context_sigma * g / 64.0;
   if (cs > 0.05) cv::GaussianBlur(mean, ctx, cv::Size(0, 0), cs, cs, cv::BORDER_REFLECT);
   else ctx = mean.clone();
-  dim = 9;
+  // Per cell: Lab mean (3), weighted neighbourhood colour (3), and, last, the cell's
+  // colour variance, which widens the colour kernel (cells as Gaussian colour
+  // distributions: a cell on a boundary overlaps both sides instead of neither).
+  dim = 7;
   std::vector<float> f(static_cast<size_t>(g) * g * dim);
   for (int y = 0; y < g; ++y)
     for (int x = 0; x < g; ++x) {
       const cv::Vec3f m = mean.at<cv::Vec3f>(y, x), q = sq.at<cv::Vec3f>(y, x), c = ctx.at<cv::Vec3f>(y, x);
       float* o = &f[(static_cast<size_t>(y) * g + x) * dim];
+      float var = 0;
       for (int ch = 0; ch < 3; ++ch) {
         o[ch] = m[ch];
-        o[3 + ch] = static_cast<float>(s.texture_weight) * std::sqrt(std::max(0.0f, q[ch] - m[ch] * m[ch]));
-        o[6 + ch] = static_cast<float>(s.context_weight) * c[ch];
+        o[3 + ch] = static_cast<float>(s.context_weight) * c[ch];
+        var += std::max(0.0f, q[ch] - m[ch] * m[ch]);
       }
+      o[6] = static_cast<float>(s.texture_weight) * var / 3.0f;
     }
   return f;
 }
@@ -117,6 +124,7 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
   const int64_t n = static_cast<int64_t>(g) * g;
   m.data.resize(static_cast<size_t>(n * n));
   const float ic = static_cast<float>(1.0 / (2.0 * s.sigma_color * s.sigma_color));
+  const float sc2 = static_cast<float>(s.sigma_color * s.sigma_color);
   const float ip = static_cast<float>(1.0 / (2.0 * s.sigma_position * s.sigma_position));
   const float ew = static_cast<float>(s.edge_weight);
   const int radius = s.radius > 0 ? std::max(1, s.radius * g / s.grid) : 0;
@@ -136,10 +144,11 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
       }
       const float* fj = &f[static_cast<size_t>(j) * dim];
       float dc = 0;
-      for (int k = 0; k < dim; ++k) {
+      for (int k = 0; k < dim - 1; ++k) {
         const float d = fi[k] - fj[k];
         dc += d * d;
       }
+      dc *= sc2 / (sc2 + fi[dim - 1] + fj[dim - 1]);
       const float dy = yi - (static_cast<float>(jy) + 0.5f) / g, dx = xi - (static_cast<float>(jx) + 0.5f) / g;
       float logit = -dc * ic - (dy * dy + dx * dx) * ip;
       if (ew > 0 && j != i) {
@@ -162,8 +171,11 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
       row[j] = std::exp(row[j] - mx);
       sum += row[j];
     }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+    // A uniform share keeps the walk irreducible: M2N2's chain must be able to
+    // leave any region (the Markov-map counts steps until every token is reached).
+    const float inv = static_cast<float>((1.0 - s.floor) / sum);
+    const float uni = static_cast<float>(s.floor / static_cast<double>(n));
+    for (int64_t j = 0; j < n; ++j) row[j] = row[j] * inv + uni;
   }
   return m;
 }

@@ -170,6 +170,16 @@ int run_eval(const EvalOptions& o) {
     if (!o.overwrite) throw UsageError(rec_path.string() + ": exists (use --resume to continue or --overwrite to start over)");
     fs::remove(rec_path, ec);
   }
+  // Leftovers of a killed run: temporary files, and a torn last record (cut back to
+  // the last complete line so that new records start on a line of their own).
+  for (const auto& e : fs::directory_iterator(out, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > 1 && name[0] == '.' && name.find(".tmp") != std::string::npos) fs::remove(e.path(), ec);
+  }
+  if (o.resume && fs::exists(rec_path)) {
+    const std::string text = read_file(rec_path.string());
+    if (!text.empty() && text.back() != '\n') fs::resize_file(rec_path, text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
+  }
   auto done = o.resume ? read_records(rec_path) : std::map<std::string, Record>{};
   if (o.resume) spdlog::info("resuming: {} of {} instances already done", done.size(), mine.size());
 

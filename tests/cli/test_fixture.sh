@@ -1,0 +1,21 @@
+#!/bin/bash
+# scripts/make_test_model.py still produces a loadable TorchScript file whose outputs
+# equal those of the committed models/tiny-test-attention.pt, and the fixture goes
+# through the whole segment path on CPU.
+M2N2=$1
+ROOT=$2
+. "$(dirname "$0")/lib.sh"
+IMG=$ROOT/examples/images/kite.png
+expect_ok /usr/bin/python3 $ROOT/scripts/make_test_model.py --out $TMP/regen.pt
+expect_ok $M2N2 attention --image $IMG --source torchscript:$TMP/regen.pt --npy $TMP/regen.npy --no-cache --device cpu
+expect_ok $M2N2 attention --image $IMG --source torchscript:$ROOT/models/tiny-test-attention.pt --npy $TMP/committed.npy --no-cache --device cpu
+check "regenerated model gives the committed model's outputs" /usr/bin/python3 -c "
+import numpy as np
+a = np.load('$TMP/regen.npy'); b = np.load('$TMP/committed.npy')
+assert a.shape == (8, 8, 8, 8), a.shape
+assert np.abs(a - b).max() < 1e-6, np.abs(a - b).max()
+assert np.allclose(a.reshape(64, 64).sum(1), 1, atol=1e-4)"
+expect_ok $M2N2 segment --image $IMG --source torchscript:$ROOT/models/tiny-test-attention.pt --device cpu \
+  --click 250,110,+ --click 40,40,- --out $TMP/m.png --no-cache
+check "fixture mask written" test -s $TMP/m.png
+finish
