@@ -15,7 +15,7 @@ struct DefaultSourceSettings {
   double texture_weight = 1.0;   // how much a cell's colour variance widens its colour kernel
   double context_weight = 0.5;   // weight of the blurred neighbourhood colour
   double context_sigma = 1.5;    // neighbourhood blur, in cells
-  double edge_weight = 5.0;     // intervening contours: logit -= edge_weight · max edge on the segment i–j
+  double edge_weight = 10.0;    // intervening contours: logit -= edge_weight · max edge on the segment i–j
   double edge_sigma = 1.0;      // image blur (pixels) before the edge map
   int radius = 16;              // attention only within this many cells (0 = everywhere)
   double floor = 0.1;           // uniform share of every row (keeps the walk irreducible)

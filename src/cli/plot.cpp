@@ -7,7 +7,7 @@
 namespace m2n2::cli {
 
 cv::Mat plot_curves(const std::vector<Curve>& curves, const std::string& title) {
-  const int W = 800, H = 520, L = 80, R = 30, T = 50, B = 70;
+  const int W = 800, H = 520, L = 100, R = 30, T = 50, B = 70;
   cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
   size_t n = 1;
   double lo = 1.0;
@@ -27,7 +27,7 @@ cv::Mat plot_curves(const std::vector<Curve>& curves, const std::string& title) 
     cv::line(img, {L, Y(v)}, {W - R, Y(v)}, grey, 1);
     char buf[16];
     std::snprintf(buf, sizeof buf, "%.2f", v);
-    cv::putText(img, buf, {L - 50, Y(v) + 5}, font, 0.4, black, 1, cv::LINE_AA);
+    cv::putText(img, buf, {L - 42, Y(v) + 5}, font, 0.4, black, 1, cv::LINE_AA);
   }
   for (size_t k = 1; k <= n; ++k) {
     if (n > 10 && k % 2 == 0 && k != n) continue;
