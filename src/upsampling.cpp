@@ -131,7 +131,7 @@ inline float fast_exp(float x) {
   p = p * r * r + r + 1.0f;
   int32_t bits;
   std::memcpy(&bits, &p, 4);
-  bits += static_cast<int32_t>(n) << 23;
+  bits += static_cast<int32_t>(n) * (1 << 23);  // scale by 2^n (no shift of a negative value)
   std::memcpy(&p, &bits, 4);
   return p * keep;
 }
