@@ -151,14 +151,16 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
       dc *= sc2 / (sc2 + fi[dim - 1] + fj[dim - 1]);
       const float dy = yi - (static_cast<float>(jy) + 0.5f) / g, dx = xi - (static_cast<float>(jx) + 0.5f) / g;
       float logit = -dc * ic - (dy * dy + dx * dx) * ip;
-      if (ew > 0 && j != i) {
+      if (ew > 0) {
         // Intervening contour: the strongest edge on the straight line between the
-        // two cell centres, sampled on the fine grid.
+        // two cell centres, sampled on the fine grid. The query cell's own edges are
+        // on every line, its self-attention included, so that a cell lying on an edge
+        // does not keep its walk to itself.
         const int steps = 2 * std::max(std::abs(jy - iy), std::abs(jx - ix));
         float emax = 0;
         for (int t = 0; t <= steps; ++t) {
-          const int fy = 2 * iy + static_cast<int>(std::lround((2.0 * (jy - iy)) * t / steps));
-          const int fx = 2 * ix + static_cast<int>(std::lround((2.0 * (jx - ix)) * t / steps));
+          const int fy = steps ? 2 * iy + static_cast<int>(std::lround((2.0 * (jy - iy)) * t / steps)) : 2 * iy;
+          const int fx = steps ? 2 * ix + static_cast<int>(std::lround((2.0 * (jx - ix)) * t / steps)) : 2 * ix;
           emax = std::max(emax, std::max(edges.at<float>(fy, fx), edges.at<float>(fy + 1, fx + 1)));
         }
         logit -= ew * emax;
@@ -209,7 +211,9 @@ namespace {
 class DefaultSource : public AttentionSource {
  public:
   explicit DefaultSource(DefaultSourceSettings s) : s_(s) {}
-  std::string id() const override { return "default:" + s_.to_string(); }
+  // The version tag changes whenever the construction changes, so that cached
+  // attention of an older build is never reused.
+  std::string id() const override { return "default@2:" + s_.to_string(); }
   Attention compute(const cv::Mat& rgb) override { return default_attention(rgb, s_); }
 
  private:
