@@ -51,7 +51,6 @@ void Segmenter::finish(Entry& e, cv::Point p) {
     if (mx > 0) d /= static_cast<float>(mx);
   }
   e.distance = d;
-  e.max_distance = static_cast<float>(mx > 0 ? 1.0 : 0.0);
   cv::minMaxLoc(d, nullptr, &mx);
   e.max_distance = static_cast<float>(mx);
   e.curve = threshold_curve(d, params_.scoring.quantization);
