@@ -9,6 +9,7 @@
 
 #include "attention_sources.hpp"
 #include "m2n2/error.hpp"
+#include "m2n2/graph_segmentation.hpp"
 
 namespace m2n2 {
 
@@ -41,22 +42,32 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
     else if (k == "edge_sigma") s.edge_sigma = x;
     else if (k == "radius") s.radius = static_cast<int>(x);
     else if (k == "floor") s.floor = x;
+    else if (k == "region_weight") s.region_weight = x;
+    else if (k == "region_k") s.region_k = x;
+    else if (k == "region_scales") s.region_scales = static_cast<int>(x);
+    else if (k == "region_min") s.region_min = static_cast<int>(x);
+    else if (k == "smooth") s.smooth = static_cast<int>(x);
+    else if (k == "smooth_sigma") s.smooth_sigma = x;
     else throw Error("--source default: unknown setting '" + k + "'");
   }
   if (s.grid < 4 || s.grid > 256) throw Error("--source default: grid must be in 4..256");
   if (!(s.sigma_color > 0) || !(s.sigma_position > 0)) throw Error("--source default: sigmas must be > 0");
   if (s.levels < 1) s.levels = 1;
   if (!(s.floor >= 0 && s.floor < 1)) throw Error("--source default: floor must be in [0, 1)");
+  if (!(s.region_weight >= 0 && s.region_weight <= 1)) throw Error("--source default: region_weight must be in [0, 1]");
+  if (!(s.region_k > 0) || s.region_scales < 1 || s.region_scales > 8 || s.region_min < 1)
+    throw Error("--source default: region_k must be > 0, region_scales in 1..8, region_min >= 1");
   return s;
 }
 
 std::string DefaultSourceSettings::to_string() const {
-  char buf[384];
+  char buf[512];
   std::snprintf(buf, sizeof buf,
                 "grid=%d,sigma_color=%g,sigma_position=%g,texture_weight=%g,context_weight=%g,context_sigma=%g,"
-                "edge_weight=%g,edge_sigma=%g,radius=%d,floor=%g,levels=%d",
+                "edge_weight=%g,edge_sigma=%g,radius=%d,floor=%g,region_weight=%g,region_k=%g,region_scales=%d,"
+                "region_min=%d,smooth=%d,smooth_sigma=%g,levels=%d",
                 grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, edge_weight, edge_sigma,
-                radius, floor, levels);
+                radius, floor, region_weight, region_k, region_scales, region_min, smooth, smooth_sigma, levels);
   return buf;
 }
 
@@ -116,8 +127,69 @@ cv::Mat fine_edges(const cv::Mat& lab, int g, double blur) {
   return out;
 }
 
+// How the cells of a g×g grid share image regions, at several segmentation
+// scales: per scale, the cells of each region with the fraction of their pixels
+// in it, and per cell its regions. Two cells are related by the chance that a
+// random pixel of each lies in the same region.
+struct RegionMembership {
+  struct Part {
+    int32_t other;  // cell (in `cells`) or region (in `regions`)
+    float frac;     // fraction of the cell's pixels in the region
+  };
+  std::vector<std::vector<std::vector<Part>>> cells;    // [scale][region] -> cells
+  std::vector<std::vector<std::vector<Part>>> regions;  // [scale][cell] -> regions
+  std::vector<std::vector<float>> region_mass;          // [scale][region] -> sum of fractions
+};
+
+RegionMembership region_membership(const cv::Mat& lab, int g, const DefaultSourceSettings& s) {
+  // Working image: at most 8 pixels per cell, in Lab with L in 0..100.
+  cv::Mat work;
+  const int ww = std::min(lab.cols, 8 * g), wh = std::min(lab.rows, 8 * g);
+  if (ww != lab.cols || wh != lab.rows) cv::resize(lab, work, cv::Size(ww, wh), 0, 0, cv::INTER_AREA);
+  else work = lab.clone();
+  work *= 100.0;
+  cv::GaussianBlur(work, work, cv::Size(0, 0), 0.8, 0.8, cv::BORDER_REFLECT);
+  const int n = g * g;
+  std::vector<int> cell_of(static_cast<size_t>(ww) * wh), cell_px(n, 0);
+  for (int y = 0; y < wh; ++y)
+    for (int x = 0; x < ww; ++x) {
+      const int c = (y * g / wh) * g + x * g / ww;
+      cell_of[static_cast<size_t>(y) * ww + x] = c;
+      ++cell_px[c];
+    }
+  RegionMembership rm;
+  double k = s.region_k;
+  for (int sc = 0; sc < s.region_scales; ++sc, k *= 4) {
+    int count = 0;
+    const cv::Mat labels = graph_segmentation(work, k, s.region_min, &count);
+    // Pixel counts per (cell, region), cells scanned in order so that each
+    // cell's regions are contiguous in a small map.
+    std::vector<std::vector<RegionMembership::Part>> regions(n), cells(count);
+    std::vector<float> mass(count, 0.0f);
+    std::vector<int> hist(count, 0), touched;
+    std::vector<std::vector<int>> pixels_of_cell(n);
+    for (int i = 0; i < ww * wh; ++i) pixels_of_cell[cell_of[i]].push_back(labels.at<int>(i / ww, i % ww));
+    for (int c = 0; c < n; ++c) {
+      touched.clear();
+      for (int r : pixels_of_cell[c])
+        if (hist[r]++ == 0) touched.push_back(r);
+      for (int r : touched) {
+        const float fr = cell_px[c] ? static_cast<float>(hist[r]) / cell_px[c] : 0.0f;
+        regions[c].push_back({r, fr});
+        cells[r].push_back({c, fr});
+        mass[r] += fr;
+        hist[r] = 0;
+      }
+    }
+    rm.cells.push_back(std::move(cells));
+    rm.regions.push_back(std::move(regions));
+    rm.region_mass.push_back(std::move(mass));
+  }
+  return rm;
+}
+
 AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const DefaultSourceSettings& s,
-                              const cv::Mat& edges) {
+                              const cv::Mat& edges, const RegionMembership* rm) {
   AttentionMap m;
   m.h = m.w = g;
   m.name = "default/" + std::to_string(g);
@@ -175,9 +247,21 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
     }
     // A uniform share keeps the walk irreducible: M2N2's chain must be able to
     // leave any region (the Markov-map counts steps until every token is reached).
-    const float inv = static_cast<float>((1.0 - s.floor) / sum);
+    const double alpha = rm ? s.region_weight : 0.0;
+    const float inv = static_cast<float>((1.0 - s.floor) * (1.0 - alpha) / sum);
     const float uni = static_cast<float>(s.floor / static_cast<double>(n));
     for (int64_t j = 0; j < n; ++j) row[j] = row[j] * inv + uni;
+    if (alpha > 0) {
+      // Region jumps: from cell i to a random pixel of one of i's regions (picked by
+      // i's pixels), then to that pixel's cell; scales are averaged.
+      const size_t scales = rm->regions.size();
+      const double share = (1.0 - s.floor) * alpha / static_cast<double>(scales);
+      for (size_t sc = 0; sc < scales; ++sc)
+        for (const auto& pr : rm->regions[sc][static_cast<size_t>(i)]) {
+          const float wgt = static_cast<float>(share * pr.frac / rm->region_mass[sc][pr.other]);
+          for (const auto& pc : rm->cells[sc][pr.other]) row[pc.other] += wgt * pc.frac;
+        }
+    }
   }
   return m;
 }
@@ -190,14 +274,24 @@ Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) 
   rgb.convertTo(f32, CV_32FC3, 1.0 / 255.0);
   cv::cvtColor(f32, lab, cv::COLOR_RGB2Lab);
   lab *= 0.01;  // L in [0,1], a/b roughly [-1,1]
+  // Edge-preserving smoothing flattens texture inside regions and keeps their
+  // borders: contours and regions are found on the smoothed image.
+  cv::Mat lab_s = lab;
+  for (int it = 0; it < s.smooth; ++it) {
+    cv::Mat t;
+    cv::bilateralFilter(lab_s, t, 0, s.smooth_sigma, 3.0, cv::BORDER_REFLECT);
+    lab_s = t;
+  }
   cv::Mat lab2 = lab.mul(lab);
   Attention a;
   int g = s.grid;
   for (int level = 0; level < s.levels && g >= 4; ++level, g /= 2) {
     int dim = 0;
     auto f = cell_features(lab, lab2, g, s, dim);
-    const cv::Mat edges = s.edge_weight > 0 ? fine_edges(lab, g, s.edge_sigma) : cv::Mat();
-    AttentionMap m = kernel_attention(f, dim, g, s, edges);
+    const cv::Mat edges = s.edge_weight > 0 ? fine_edges(lab_s, g, s.edge_sigma) : cv::Mat();
+    RegionMembership rm;
+    if (s.region_weight > 0) rm = region_membership(lab_s, g, s);
+    AttentionMap m = kernel_attention(f, dim, g, s, edges, s.region_weight > 0 ? &rm : nullptr);
     m.weight = level == 0 ? 1.0f : 0.0f;
     a.maps.push_back(std::move(m));
   }
@@ -213,7 +307,7 @@ class DefaultSource : public AttentionSource {
   explicit DefaultSource(DefaultSourceSettings s) : s_(s) {}
   // The version tag changes whenever the construction changes, so that cached
   // attention of an older build is never reused.
-  std::string id() const override { return "default@2:" + s_.to_string(); }
+  std::string id() const override { return "default@3:" + s_.to_string(); }
   Attention compute(const cv::Mat& rgb) override { return default_attention(rgb, s_); }
 
  private:

@@ -162,7 +162,7 @@ double best_match_miou(const cv::Mat& pred16, const cv::Mat& gt) {
 double three_region_miou(bool diffseg_method, int* segments) {
   cv::Mat gt;
   const cv::Mat img = three_regions(gt);
-  const Attention a = default_attention(img, DefaultSourceSettings::parse("radius=0,sigma_position=0.5"));
+  const Attention a = default_attention(img, DefaultSourceSettings::parse(kWholeImageSettings));
   const AutoResult r = diffseg_method ? diffseg(a, img.rows, img.cols, DiffSegParams{})
                                       : walk_ncut(a, img.rows, img.cols, NcutParams{});
   *segments = r.segments;

@@ -69,6 +69,36 @@ TEST(DefaultSource, DeliversRowStochasticMapsAtEveryLevel) {
   for (const auto& m : a.maps) expect_row_stochastic(m, 1e-4f);
 }
 
+TEST(DefaultSource, RegionJumpsStayInsideTheCellsRegion) {
+  // Left half dark, right half bright, flat: the graph segmentation finds the two
+  // halves at every scale (the blurred pixels at the border may form a sliver).
+  // With only region jumps (region_weight 1, floor 0) a cell wholly inside one
+  // half sends all of its mass to that half, the same amount to each cell away
+  // from the border.
+  cv::Mat img(64, 64, CV_8UC3, cv::Scalar(30, 30, 30));
+  img(cv::Rect(32, 0, 32, 64)).setTo(cv::Scalar(220, 220, 220));
+  const auto s = DefaultSourceSettings::parse("grid=8,levels=1,floor=0,region_weight=1,edge_weight=0");
+  const Attention a = default_attention(img, s);
+  ASSERT_EQ(a.maps.size(), 1u);
+  const AttentionMap& m = a.maps[0];
+  const int n = 64;
+  for (int i : {0, 9, 3 * 8 + 2, 7 * 8 + 7, 4 * 8 + 5}) {
+    const bool left_i = i % 8 < 4;
+    const int ref = left_i ? 0 : 7;  // a cell in the same half, away from the border
+    double inside = 0;
+    for (int j = 0; j < n; ++j) {
+      const int col = j % 8;
+      if ((col < 4) != left_i) continue;
+      inside += m.data[i * n + j];
+      if (col != 3 && col != 4) EXPECT_NEAR(m.data[i * n + j], m.data[i * n + ref], 1e-6) << i << " -> " << j;
+      else EXPECT_LE(m.data[i * n + j], m.data[i * n + ref] + 1e-6f) << i << " -> " << j;
+    }
+    EXPECT_NEAR(inside, 1.0, 1e-5) << "row " << i;
+    EXPECT_GE(m.data[i * n + ref], 1.0f / 32 - 1e-6f);
+  }
+  expect_row_stochastic(m, 1e-5f);
+}
+
 TEST(DefaultSource, SettingsParseAndReject) {
   const auto s = DefaultSourceSettings::parse("grid=32,sigma_color=0.2");
   EXPECT_EQ(s.grid, 32);

@@ -12,6 +12,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "m2n2/default_source.hpp"
 #include "m2n2/diffseg.hpp"
 #include "m2n2/error.hpp"
 #include "m2n2/hungarian.hpp"
@@ -22,8 +23,6 @@ namespace m2n2::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr const char* kAutoDefaultSettings = "radius=0,sigma_position=0.5";
 
 cv::Mat label_vis(const cv::Mat& rgb, const cv::Mat& labels) {
   cv::Mat out = rgb.clone();
@@ -87,7 +86,7 @@ int run_auto(const AutoOptions& o) {
   CommonOptions common = o.common;
   // Whole-image methods want attention that spans each region, not M2N2's local
   // walk: the default source runs with a global kernel unless settings are given.
-  if (common.source == "default") common.source = "default:" + std::string(kAutoDefaultSettings);
+  if (common.source == "default") common.source = "default:" + std::string(kWholeImageSettings);
   Pipeline pipe(common, f);
   std::vector<std::pair<std::string, std::string>> jobs;  // image, output
   if (!o.image.empty()) {

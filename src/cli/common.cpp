@@ -43,7 +43,7 @@ void add_common(CLI::App* app, CommonOptions& o, bool with_source) {
   if (with_source) {
     app->add_option("--source", o.source, "Attention source: default[:key=value,...], torchscript:PATH or file:PATH")
         ->capture_default_str();
-    app->add_option("--grid", o.grid, "Token grid of the default source (default 48)");
+    app->add_option("--grid", o.grid, "Token grid of the default source (default 64)");
     app->add_option("--cache-dir", o.cache_dir, "Attention cache folder (default $M2N2_CACHE_DIR or ~/.cache/m2n2)");
     app->add_flag("--no-cache", o.no_cache, "Do not read or write the attention cache");
   }
