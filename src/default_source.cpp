@@ -141,40 +141,52 @@ struct RegionMembership {
   std::vector<std::vector<float>> region_mass;          // [scale][region] -> sum of fractions
 };
 
-RegionMembership region_membership(const cv::Mat& lab, int g, const DefaultSourceSettings& s) {
-  // Working image: at most 8 pixels per cell, in Lab with L in 0..100.
+// Pixel-level regions of the image at every scale, found once per image on a
+// working image of at most 8 and at least 1 pixel per cell of the finest grid.
+struct ImageRegions {
+  std::vector<cv::Mat> labels;  // [scale] CV_32S, working-image size
+  std::vector<int> counts;      // [scale] number of regions
+};
+
+ImageRegions image_regions(const cv::Mat& lab, int g, const DefaultSourceSettings& s) {
   cv::Mat work;
-  const int ww = std::min(lab.cols, 8 * g), wh = std::min(lab.rows, 8 * g);
+  const int ww = std::max(g, std::min(lab.cols, 8 * g)), wh = std::max(g, std::min(lab.rows, 8 * g));
   if (ww != lab.cols || wh != lab.rows) cv::resize(lab, work, cv::Size(ww, wh), 0, 0, cv::INTER_AREA);
   else work = lab.clone();
-  work *= 100.0;
+  work *= 100.0;  // Lab with L in 0..100: region_k is in ΔE·pixels
   cv::GaussianBlur(work, work, cv::Size(0, 0), 0.8, 0.8, cv::BORDER_REFLECT);
-  const int n = g * g;
-  std::vector<int> cell_of(static_cast<size_t>(ww) * wh), cell_px(n, 0);
-  for (int y = 0; y < wh; ++y)
-    for (int x = 0; x < ww; ++x) {
-      const int c = (y * g / wh) * g + x * g / ww;
-      cell_of[static_cast<size_t>(y) * ww + x] = c;
-      ++cell_px[c];
-    }
-  RegionMembership rm;
+  ImageRegions ir;
   double k = s.region_k;
   for (int sc = 0; sc < s.region_scales; ++sc, k *= 4) {
     int count = 0;
-    const cv::Mat labels = graph_segmentation(work, k, s.region_min, &count);
-    // Pixel counts per (cell, region), cells scanned in order so that each
-    // cell's regions are contiguous in a small map.
+    ir.labels.push_back(graph_segmentation(work, k, s.region_min, &count));
+    ir.counts.push_back(count);
+  }
+  return ir;
+}
+
+RegionMembership region_membership(const ImageRegions& ir, int g) {
+  const int ww = ir.labels[0].cols, wh = ir.labels[0].rows;
+  const int n = g * g;
+  // Pixels of each cell in row-major order (every cell has at least one: the
+  // working image has at least g pixels a side).
+  std::vector<std::vector<int>> pixels_of_cell(n);
+  for (int y = 0; y < wh; ++y)
+    for (int x = 0; x < ww; ++x) pixels_of_cell[(y * g / wh) * g + x * g / ww].push_back(y * ww + x);
+  RegionMembership rm;
+  for (size_t sc = 0; sc < ir.labels.size(); ++sc) {
+    const int count = ir.counts[sc];
+    const int* label = ir.labels[sc].ptr<int>();
     std::vector<std::vector<RegionMembership::Part>> regions(n), cells(count);
     std::vector<float> mass(count, 0.0f);
     std::vector<int> hist(count, 0), touched;
-    std::vector<std::vector<int>> pixels_of_cell(n);
-    for (int i = 0; i < ww * wh; ++i) pixels_of_cell[cell_of[i]].push_back(labels.at<int>(i / ww, i % ww));
     for (int c = 0; c < n; ++c) {
       touched.clear();
-      for (int r : pixels_of_cell[c])
-        if (hist[r]++ == 0) touched.push_back(r);
+      for (int p : pixels_of_cell[c])
+        if (hist[label[p]]++ == 0) touched.push_back(label[p]);
+      const float px = static_cast<float>(pixels_of_cell[c].size());
       for (int r : touched) {
-        const float fr = cell_px[c] ? static_cast<float>(hist[r]) / cell_px[c] : 0.0f;
+        const float fr = static_cast<float>(hist[r]) / px;
         regions[c].push_back({r, fr});
         cells[r].push_back({c, fr});
         mass[r] += fr;
@@ -283,6 +295,8 @@ Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) 
     lab_s = t;
   }
   cv::Mat lab2 = lab.mul(lab);
+  ImageRegions regions;
+  if (s.region_weight > 0) regions = image_regions(lab_s, s.grid, s);
   Attention a;
   int g = s.grid;
   for (int level = 0; level < s.levels && g >= 4; ++level, g /= 2) {
@@ -290,7 +304,7 @@ Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) 
     auto f = cell_features(lab, lab2, g, s, dim);
     const cv::Mat edges = s.edge_weight > 0 ? fine_edges(lab_s, g, s.edge_sigma) : cv::Mat();
     RegionMembership rm;
-    if (s.region_weight > 0) rm = region_membership(lab_s, g, s);
+    if (s.region_weight > 0) rm = region_membership(regions, g);
     AttentionMap m = kernel_attention(f, dim, g, s, edges, s.region_weight > 0 ? &rm : nullptr);
     m.weight = level == 0 ? 1.0f : 0.0f;
     a.maps.push_back(std::move(m));

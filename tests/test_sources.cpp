@@ -69,6 +69,19 @@ TEST(DefaultSource, DeliversRowStochasticMapsAtEveryLevel) {
   for (const auto& m : a.maps) expect_row_stochastic(m, 1e-4f);
 }
 
+TEST(DefaultSource, ImageSmallerThanTheGridStaysRowStochastic) {
+  // 20×12 pixels on a 32×32 grid: cells without a pixel of their own still get
+  // their region jumps (the regions are found on an upsampled working image).
+  cv::Mat labels;
+  cv::Mat img;
+  cv::resize(two_regions(labels), img, cv::Size(20, 12), 0, 0, cv::INTER_AREA);
+  DefaultSourceSettings s;
+  s.grid = 32;
+  ASSERT_GT(s.region_weight, 0.0);
+  const Attention a = default_attention(img, s);
+  for (const auto& m : a.maps) expect_row_stochastic(m, 1e-4f);
+}
+
 TEST(DefaultSource, RegionJumpsStayInsideTheCellsRegion) {
   // Left half dark, right half bright, flat: the graph segmentation finds the two
   // halves at every scale (the blurred pixels at the border may form a sliver).
