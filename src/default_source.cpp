@@ -46,6 +46,8 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
     else if (k == "region_k") s.region_k = x;
     else if (k == "region_scales") s.region_scales = static_cast<int>(x);
     else if (k == "region_min") s.region_min = static_cast<int>(x);
+    else if (k == "texture_feature") s.texture_feature = x;
+    else if (k == "texture_sigma") s.texture_sigma = x;
     else if (k == "smooth") s.smooth = static_cast<int>(x);
     else if (k == "smooth_sigma") s.smooth_sigma = x;
     else throw Error("--source default: unknown setting '" + k + "'");
@@ -65,9 +67,9 @@ std::string DefaultSourceSettings::to_string() const {
   std::snprintf(buf, sizeof buf,
                 "grid=%d,sigma_color=%g,sigma_position=%g,texture_weight=%g,context_weight=%g,context_sigma=%g,"
                 "edge_weight=%g,edge_sigma=%g,radius=%d,floor=%g,region_weight=%g,region_k=%g,region_scales=%d,"
-                "region_min=%d,smooth=%d,smooth_sigma=%g,levels=%d",
+                "region_min=%d,smooth=%d,smooth_sigma=%g,texture_feature=%g,texture_sigma=%g,levels=%d",
                 grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, edge_weight, edge_sigma,
-                radius, floor, region_weight, region_k, region_scales, region_min, smooth, smooth_sigma, levels);
+                radius, floor, region_weight, region_k, region_scales, region_min, smooth, smooth_sigma, texture_feature, texture_sigma, levels);
   return buf;
 }
 
@@ -85,7 +87,17 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
   // Per cell: Lab mean (3), weighted neighbourhood colour (3), and, last, the cell's
   // colour variance, which widens the colour kernel (cells as Gaussian colour
   // distributions: a cell on a boundary overlaps both sides instead of neither).
-  dim = 7;
+  // Texture: the Lab standard deviation of each cell, blurred like the context.
+  const bool tex = s.texture_feature > 0;
+  cv::Mat sd;
+  if (tex) {
+    cv::Mat m2 = mean.mul(mean), v = sq - m2;
+    v = cv::max(v, 0.0);
+    cv::sqrt(v, sd);
+    const double ts = s.texture_sigma * g / 64.0;
+    if (ts > 0.05) cv::GaussianBlur(sd, sd, cv::Size(0, 0), ts, ts, cv::BORDER_REFLECT);
+  }
+  dim = tex ? 10 : 7;
   std::vector<float> f(static_cast<size_t>(g) * g * dim);
   for (int y = 0; y < g; ++y)
     for (int x = 0; x < g; ++x) {
@@ -97,7 +109,11 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
         o[3 + ch] = static_cast<float>(s.context_weight) * c[ch];
         var += std::max(0.0f, q[ch] - m[ch] * m[ch]);
       }
-      o[6] = static_cast<float>(s.texture_weight) * var / 3.0f;
+      if (tex) {
+        const cv::Vec3f t = sd.at<cv::Vec3f>(y, x);
+        for (int ch = 0; ch < 3; ++ch) o[6 + ch] = static_cast<float>(s.texture_feature) * t[ch];
+      }
+      o[dim - 1] = static_cast<float>(s.texture_weight) * var / 3.0f;
     }
   return f;
 }

@@ -112,6 +112,30 @@ TEST(DefaultSource, RegionJumpsStayInsideTheCellsRegion) {
   expect_row_stochastic(m, 1e-5f);
 }
 
+TEST(DefaultSource, TextureFeatureSeparatesFlatFromTextured) {
+  // Left half flat grey, right half a one-pixel checkerboard around the same grey:
+  // their cell means are close, so colour alone links them; the cells' Lab spread
+  // (texture_feature) tells them apart.
+  cv::Mat img(64, 64, CV_8UC3, cv::Scalar(128, 128, 128));
+  for (int y = 0; y < 64; ++y)
+    for (int x = 32; x < 64; ++x) img.at<cv::Vec3b>(y, x) = (x + y) % 2 ? cv::Vec3b(78, 78, 78) : cv::Vec3b(178, 178, 178);
+  const std::string base =
+      "grid=8,levels=1,floor=0,region_weight=0,edge_weight=0,texture_weight=0,radius=0,sigma_position=10,"
+      "context_weight=0,sigma_color=0.1";
+  auto cross = [&](const std::string& extra) {
+    const Attention a = default_attention(img, DefaultSourceSettings::parse(base + extra));
+    const AttentionMap& m = a.maps.at(0);
+    expect_row_stochastic(m, 1e-5f);
+    double mass = 0;  // from a flat cell (row 3, column 1) into the textured half
+    for (int j = 0; j < 64; ++j)
+      if (j % 8 >= 4) mass += m.data[(3 * 8 + 1) * 64 + j];
+    return mass;
+  };
+  const double plain = cross(""), textured = cross(",texture_feature=2");
+  EXPECT_GT(plain, 0.2);
+  EXPECT_LT(textured, 0.05);
+}
+
 TEST(DefaultSource, SettingsParseAndReject) {
   const auto s = DefaultSourceSettings::parse("grid=32,sigma_color=0.2");
   EXPECT_EQ(s.grid, 32);
