@@ -84,16 +84,15 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
   const double cs = s.context_sigma * g / 64.0;
   if (cs > 0.05) cv::GaussianBlur(mean, ctx, cv::Size(0, 0), cs, cs, cv::BORDER_REFLECT);
   else ctx = mean.clone();
-  // Per cell: Lab mean (3), weighted neighbourhood colour (3), and, last, the cell's
-  // colour variance, which widens the colour kernel (cells as Gaussian colour
+  // Per cell: Lab mean (3), weighted neighbourhood colour (3), optionally the
+  // blurred Lab standard deviation as texture (3), and, last, the cell's colour
+  // variance, which widens the colour kernel (cells as Gaussian colour
   // distributions: a cell on a boundary overlaps both sides instead of neither).
-  // Texture: the Lab standard deviation of each cell, blurred like the context.
+  const cv::Mat variance = cv::max(sq - mean.mul(mean), 0.0);
   const bool tex = s.texture_feature > 0;
   cv::Mat sd;
   if (tex) {
-    cv::Mat m2 = mean.mul(mean), v = sq - m2;
-    v = cv::max(v, 0.0);
-    cv::sqrt(v, sd);
+    cv::sqrt(variance, sd);
     const double ts = s.texture_sigma * g / 64.0;
     if (ts > 0.05) cv::GaussianBlur(sd, sd, cv::Size(0, 0), ts, ts, cv::BORDER_REFLECT);
   }
@@ -101,14 +100,13 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
   std::vector<float> f(static_cast<size_t>(g) * g * dim);
   for (int y = 0; y < g; ++y)
     for (int x = 0; x < g; ++x) {
-      const cv::Vec3f m = mean.at<cv::Vec3f>(y, x), q = sq.at<cv::Vec3f>(y, x), c = ctx.at<cv::Vec3f>(y, x);
+      const cv::Vec3f m = mean.at<cv::Vec3f>(y, x), v = variance.at<cv::Vec3f>(y, x), c = ctx.at<cv::Vec3f>(y, x);
       float* o = &f[(static_cast<size_t>(y) * g + x) * dim];
-      float var = 0;
       for (int ch = 0; ch < 3; ++ch) {
         o[ch] = m[ch];
         o[3 + ch] = static_cast<float>(s.context_weight) * c[ch];
-        var += std::max(0.0f, q[ch] - m[ch] * m[ch]);
       }
+      const float var = v[0] + v[1] + v[2];
       if (tex) {
         const cv::Vec3f t = sd.at<cv::Vec3f>(y, x);
         for (int ch = 0; ch < 3; ++ch) o[6 + ch] = static_cast<float>(s.texture_feature) * t[ch];
