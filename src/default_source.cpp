@@ -59,6 +59,8 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
   if (!(s.region_weight >= 0 && s.region_weight <= 1)) throw Error("--source default: region_weight must be in [0, 1]");
   if (!(s.region_k > 0) || s.region_scales < 1 || s.region_scales > 8 || s.region_min < 1)
     throw Error("--source default: region_k must be > 0, region_scales in 1..8, region_min >= 1");
+  if (s.texture_feature < 0 || s.texture_sigma < 0)
+    throw Error("--source default: texture_feature and texture_sigma must be >= 0");
   return s;
 }
 

@@ -143,6 +143,7 @@ TEST(DefaultSource, SettingsParseAndReject) {
   EXPECT_THROW(DefaultSourceSettings::parse("grid=2"), Error);
   EXPECT_THROW(DefaultSourceSettings::parse("colour=1"), Error);
   EXPECT_THROW(DefaultSourceSettings::parse("grid=abc"), Error);
+  EXPECT_THROW(DefaultSourceSettings::parse("texture_feature=-1"), Error);
 }
 
 TEST(DefaultSource, SegmentsATwoRegionImageFromOneClick) {
