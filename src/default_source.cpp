@@ -48,6 +48,7 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
     else if (k == "region_min") s.region_min = static_cast<int>(x);
     else if (k == "texture_feature") s.texture_feature = x;
     else if (k == "texture_sigma") s.texture_sigma = x;
+    else if (k == "orient_feature") s.orient_feature = x;
     else if (k == "smooth") s.smooth = static_cast<int>(x);
     else if (k == "smooth_sigma") s.smooth_sigma = x;
     else throw Error("--source default: unknown setting '" + k + "'");
@@ -59,8 +60,8 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
   if (!(s.region_weight >= 0 && s.region_weight <= 1)) throw Error("--source default: region_weight must be in [0, 1]");
   if (!(s.region_k > 0) || s.region_scales < 1 || s.region_scales > 8 || s.region_min < 1)
     throw Error("--source default: region_k must be > 0, region_scales in 1..8, region_min >= 1");
-  if (s.texture_feature < 0 || s.texture_sigma < 0)
-    throw Error("--source default: texture_feature and texture_sigma must be >= 0");
+  if (s.texture_feature < 0 || s.texture_sigma < 0 || s.orient_feature < 0)
+    throw Error("--source default: texture_feature, texture_sigma and orient_feature must be >= 0");
   return s;
 }
 
@@ -72,7 +73,12 @@ std::string DefaultSourceSettings::to_string() const {
                 "region_min=%d,smooth=%d,smooth_sigma=%g,texture_feature=%g,texture_sigma=%g,levels=%d",
                 grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, edge_weight, edge_sigma,
                 radius, floor, region_weight, region_k, region_scales, region_min, smooth, smooth_sigma, texture_feature, texture_sigma, levels);
-  return buf;
+  std::string out = buf;
+  if (orient_feature > 0) {
+    std::snprintf(buf, sizeof buf, ",orient_feature=%g", orient_feature);
+    out += buf;
+  }
+  return out;
 }
 
 namespace {
@@ -98,7 +104,34 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
     const double ts = s.texture_sigma * g / 64.0;
     if (ts > 0.05) cv::GaussianBlur(sd, sd, cv::Size(0, 0), ts, ts, cv::BORDER_REFLECT);
   }
-  dim = tex ? 10 : 7;
+  // Oriented texture energy (off by default): |second directional derivative| of
+  // lightness at two scales and four orientations, scale-normalised, averaged
+  // per cell and blurred like the texture map.
+  std::vector<cv::Mat> orient;
+  if (s.orient_feature > 0) {
+    std::vector<cv::Mat> ch;
+    cv::split(lab, ch);
+    const double base = std::max(lab.cols, lab.rows) / 512.0;
+    const double ts = s.texture_sigma * g / 64.0;
+    for (double sg : {1.0, 2.5}) {
+      cv::Mat L, xx, yy, xy;
+      cv::GaussianBlur(ch[0], L, cv::Size(0, 0), sg * base, sg * base, cv::BORDER_REFLECT);
+      cv::Sobel(L, xx, CV_32F, 2, 0, 3, 1, 0, cv::BORDER_REFLECT);
+      cv::Sobel(L, yy, CV_32F, 0, 2, 3, 1, 0, cv::BORDER_REFLECT);
+      cv::Sobel(L, xy, CV_32F, 1, 1, 3, 1, 0, cv::BORDER_REFLECT);
+      const double norm = sg * base * sg * base;
+      for (int o = 0; o < 4; ++o) {
+        const double th = o * CV_PI / 4, c = std::cos(th), si = std::sin(th);
+        cv::Mat r = cv::abs(c * c * xx + si * si * yy + 2 * si * c * xy) * norm;
+        cv::Mat cell;
+        cv::resize(r, cell, cv::Size(g, g), 0, 0, cv::INTER_AREA);
+        if (ts > 0.05) cv::GaussianBlur(cell, cell, cv::Size(0, 0), ts, ts, cv::BORDER_REFLECT);
+        orient.push_back(cell);
+      }
+    }
+  }
+  const int base_dim = tex ? 10 : 7;
+  dim = base_dim + static_cast<int>(orient.size());
   std::vector<float> f(static_cast<size_t>(g) * g * dim);
   for (int y = 0; y < g; ++y)
     for (int x = 0; x < g; ++x) {
@@ -113,6 +146,8 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
         const cv::Vec3f t = sd.at<cv::Vec3f>(y, x);
         for (int ch = 0; ch < 3; ++ch) o[6 + ch] = static_cast<float>(s.texture_feature) * t[ch];
       }
+      for (size_t q = 0; q < orient.size(); ++q)
+        o[base_dim - 1 + q] = static_cast<float>(s.orient_feature) * orient[q].at<float>(y, x);
       o[dim - 1] = static_cast<float>(s.texture_weight) * var / 3.0f;
     }
   return f;

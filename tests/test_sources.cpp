@@ -112,6 +112,21 @@ TEST(DefaultSource, RegionJumpsStayInsideTheCellsRegion) {
   expect_row_stochastic(m, 1e-5f);
 }
 
+// Attention mass from cell (row 3, column 1) of an 8×8 grid into the right half,
+// with a plain global colour kernel plus `extra` settings.
+double mass_into_right_half(const cv::Mat& img, const std::string& extra) {
+  const std::string base =
+      "grid=8,levels=1,floor=0,region_weight=0,edge_weight=0,texture_weight=0,radius=0,sigma_position=10,"
+      "context_weight=0,sigma_color=0.1";
+  const Attention a = default_attention(img, DefaultSourceSettings::parse(base + extra));
+  const AttentionMap& m = a.maps.at(0);
+  expect_row_stochastic(m, 1e-5f);
+  double mass = 0;
+  for (int j = 0; j < 64; ++j)
+    if (j % 8 >= 4) mass += m.data[(3 * 8 + 1) * 64 + j];
+  return mass;
+}
+
 TEST(DefaultSource, TextureFeatureSeparatesFlatFromTextured) {
   // Left half flat grey, right half a one-pixel checkerboard around the same grey:
   // their cell means are close, so colour alone links them; the cells' Lab spread
@@ -119,21 +134,28 @@ TEST(DefaultSource, TextureFeatureSeparatesFlatFromTextured) {
   cv::Mat img(64, 64, CV_8UC3, cv::Scalar(128, 128, 128));
   for (int y = 0; y < 64; ++y)
     for (int x = 32; x < 64; ++x) img.at<cv::Vec3b>(y, x) = (x + y) % 2 ? cv::Vec3b(78, 78, 78) : cv::Vec3b(178, 178, 178);
-  const std::string base =
-      "grid=8,levels=1,floor=0,region_weight=0,edge_weight=0,texture_weight=0,radius=0,sigma_position=10,"
-      "context_weight=0,sigma_color=0.1";
-  auto cross = [&](const std::string& extra) {
-    const Attention a = default_attention(img, DefaultSourceSettings::parse(base + extra));
-    const AttentionMap& m = a.maps.at(0);
-    expect_row_stochastic(m, 1e-5f);
-    double mass = 0;  // from a flat cell (row 3, column 1) into the textured half
-    for (int j = 0; j < 64; ++j)
-      if (j % 8 >= 4) mass += m.data[(3 * 8 + 1) * 64 + j];
-    return mass;
-  };
+  auto cross = [&](const std::string& extra) { return mass_into_right_half(img, extra); };
   const double plain = cross(""), textured = cross(",texture_feature=2");
   EXPECT_GT(plain, 0.2);
   EXPECT_LT(textured, 0.05);
+}
+
+TEST(DefaultSource, OrientFeatureSeparatesStripeDirections) {
+  // Left half vertical stripes, right half horizontal stripes of the same two
+  // colours: every cell has the same mean and spread, only the orientation differs.
+  cv::Mat img(64, 64, CV_8UC3);
+  for (int y = 0; y < 64; ++y)
+    for (int x = 0; x < 64; ++x) {
+      const bool on = x < 32 ? x % 2 : y % 2;
+      img.at<cv::Vec3b>(y, x) = on ? cv::Vec3b(78, 78, 78) : cv::Vec3b(178, 178, 178);
+    }
+  auto cross = [&](const std::string& extra) { return mass_into_right_half(img, extra); };
+  const double plain = cross(""), oriented = cross(",orient_feature=3");
+  EXPECT_GT(plain, 0.4);
+  EXPECT_LT(oriented, 0.05);
+  // Off by default, and then absent from the id, so cached default attention stays valid.
+  EXPECT_EQ(DefaultSourceSettings().to_string().find("orient"), std::string::npos);
+  EXPECT_NE(DefaultSourceSettings::parse("orient_feature=3").to_string().find("orient_feature=3"), std::string::npos);
 }
 
 TEST(DefaultSource, SettingsParseAndReject) {
@@ -144,6 +166,7 @@ TEST(DefaultSource, SettingsParseAndReject) {
   EXPECT_THROW(DefaultSourceSettings::parse("colour=1"), Error);
   EXPECT_THROW(DefaultSourceSettings::parse("grid=abc"), Error);
   EXPECT_THROW(DefaultSourceSettings::parse("texture_feature=-1"), Error);
+  EXPECT_THROW(DefaultSourceSettings::parse("orient_feature=-1"), Error);
 }
 
 TEST(DefaultSource, SegmentsATwoRegionImageFromOneClick) {

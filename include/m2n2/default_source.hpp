@@ -27,6 +27,7 @@ struct DefaultSourceSettings {
   double smooth_sigma = 0.1;    // their colour sigma (Lab / 100)
   double texture_feature = 0.0;  // weight of each cell's Lab standard deviation as a feature
   double texture_sigma = 1.5;    // blur of that texture map, in cells (at grid 64)
+  double orient_feature = 0.0;   // weight of 8 oriented texture-energy features (0 = off)
   int levels = 4;              // also deliver grids g/2, g/4 ... (weight 0; DiffSeg/NCut use them)
 
   // "grid=64,sigma_color=0.1,..." -> settings (unknown keys are an Error).
