@@ -84,7 +84,31 @@ std::string DefaultSourceSettings::to_string() const {
 namespace {
 
 // Features of every cell of a g×g grid: Lab mean, Lab spread, blurred context.
-std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g, const DefaultSourceSettings& s, int& dim) {
+// Oriented texture energy of the image (off by default): |second directional
+// derivative| of lightness at two scales and four orientations, scale-normalised,
+// at full resolution. Independent of the grid, so it is computed once per image.
+std::vector<cv::Mat> oriented_energy(const cv::Mat& lab) {
+  std::vector<cv::Mat> ch, out;
+  cv::split(lab, ch);
+  const double base = std::max(lab.cols, lab.rows) / 512.0;
+  for (double sg : {1.0, 2.5}) {
+    cv::Mat L, xx, yy, xy;
+    cv::GaussianBlur(ch[0], L, cv::Size(0, 0), sg * base, sg * base, cv::BORDER_REFLECT);
+    cv::Sobel(L, xx, CV_32F, 2, 0, 3, 1, 0, cv::BORDER_REFLECT);
+    cv::Sobel(L, yy, CV_32F, 0, 2, 3, 1, 0, cv::BORDER_REFLECT);
+    cv::Sobel(L, xy, CV_32F, 1, 1, 3, 1, 0, cv::BORDER_REFLECT);
+    const double norm = sg * base * sg * base;
+    for (int o = 0; o < 4; ++o) {
+      const double th = o * CV_PI / 4, c = std::cos(th), si = std::sin(th);
+      out.push_back(cv::abs(c * c * xx + si * si * yy + 2 * si * c * xy) * norm);
+    }
+  }
+  return out;
+}
+
+// `energy`: oriented_energy() of the image, or empty when that feature is off.
+std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g, const DefaultSourceSettings& s,
+                                 const std::vector<cv::Mat>& energy, int& dim) {
   cv::Mat mean, sq;
   cv::resize(lab, mean, cv::Size(g, g), 0, 0, cv::INTER_AREA);
   cv::resize(lab2, sq, cv::Size(g, g), 0, 0, cv::INTER_AREA);
@@ -98,37 +122,17 @@ std::vector<float> cell_features(const cv::Mat& lab, const cv::Mat& lab2, int g,
   // distributions: a cell on a boundary overlaps both sides instead of neither).
   const cv::Mat variance = cv::max(sq - mean.mul(mean), 0.0);
   const bool tex = s.texture_feature > 0;
+  const double ts = s.texture_sigma * g / 64.0;  // blur of the texture maps, in cells
   cv::Mat sd;
   if (tex) {
     cv::sqrt(variance, sd);
-    const double ts = s.texture_sigma * g / 64.0;
     if (ts > 0.05) cv::GaussianBlur(sd, sd, cv::Size(0, 0), ts, ts, cv::BORDER_REFLECT);
   }
-  // Oriented texture energy (off by default): |second directional derivative| of
-  // lightness at two scales and four orientations, scale-normalised, averaged
-  // per cell and blurred like the texture map.
-  std::vector<cv::Mat> orient;
-  if (s.orient_feature > 0) {
-    std::vector<cv::Mat> ch;
-    cv::split(lab, ch);
-    const double base = std::max(lab.cols, lab.rows) / 512.0;
-    const double ts = s.texture_sigma * g / 64.0;
-    for (double sg : {1.0, 2.5}) {
-      cv::Mat L, xx, yy, xy;
-      cv::GaussianBlur(ch[0], L, cv::Size(0, 0), sg * base, sg * base, cv::BORDER_REFLECT);
-      cv::Sobel(L, xx, CV_32F, 2, 0, 3, 1, 0, cv::BORDER_REFLECT);
-      cv::Sobel(L, yy, CV_32F, 0, 2, 3, 1, 0, cv::BORDER_REFLECT);
-      cv::Sobel(L, xy, CV_32F, 1, 1, 3, 1, 0, cv::BORDER_REFLECT);
-      const double norm = sg * base * sg * base;
-      for (int o = 0; o < 4; ++o) {
-        const double th = o * CV_PI / 4, c = std::cos(th), si = std::sin(th);
-        cv::Mat r = cv::abs(c * c * xx + si * si * yy + 2 * si * c * xy) * norm;
-        cv::Mat cell;
-        cv::resize(r, cell, cv::Size(g, g), 0, 0, cv::INTER_AREA);
-        if (ts > 0.05) cv::GaussianBlur(cell, cell, cv::Size(0, 0), ts, ts, cv::BORDER_REFLECT);
-        orient.push_back(cell);
-      }
-    }
+  // Oriented energy averaged per cell and blurred like the texture map.
+  std::vector<cv::Mat> orient(energy.size());
+  for (size_t q = 0; q < energy.size(); ++q) {
+    cv::resize(energy[q], orient[q], cv::Size(g, g), 0, 0, cv::INTER_AREA);
+    if (ts > 0.05) cv::GaussianBlur(orient[q], orient[q], cv::Size(0, 0), ts, ts, cv::BORDER_REFLECT);
   }
   const int base_dim = tex ? 10 : 7;
   dim = base_dim + static_cast<int>(orient.size());
@@ -348,11 +352,12 @@ Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) 
   cv::Mat lab2 = lab.mul(lab);
   ImageRegions regions;
   if (s.region_weight > 0) regions = image_regions(lab_s, s.grid, s);
+  const std::vector<cv::Mat> energy = s.orient_feature > 0 ? oriented_energy(lab) : std::vector<cv::Mat>();
   Attention a;
   int g = s.grid;
   for (int level = 0; level < s.levels && g >= 4; ++level, g /= 2) {
     int dim = 0;
-    auto f = cell_features(lab, lab2, g, s, dim);
+    auto f = cell_features(lab, lab2, g, s, energy, dim);
     const cv::Mat edges = s.edge_weight > 0 ? fine_edges(lab_s, g, s.edge_sigma) : cv::Mat();
     RegionMembership rm;
     if (s.region_weight > 0) rm = region_membership(regions, g);
