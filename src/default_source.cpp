@@ -49,6 +49,7 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
     else if (k == "texture_feature") s.texture_feature = x;
     else if (k == "texture_sigma") s.texture_sigma = x;
     else if (k == "orient_feature") s.orient_feature = x;
+    else if (k == "lightness_weight") s.lightness_weight = x;
     else if (k == "smooth") s.smooth = static_cast<int>(x);
     else if (k == "smooth_sigma") s.smooth_sigma = x;
     else throw Error("--source default: unknown setting '" + k + "'");
@@ -60,6 +61,7 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
   if (!(s.region_weight >= 0 && s.region_weight <= 1)) throw Error("--source default: region_weight must be in [0, 1]");
   if (!(s.region_k > 0) || s.region_scales < 1 || s.region_scales > 8 || s.region_min < 1)
     throw Error("--source default: region_k must be > 0, region_scales in 1..8, region_min >= 1");
+  if (!(s.lightness_weight > 0)) throw Error("--source default: lightness_weight must be > 0");
   if (s.texture_feature < 0 || s.texture_sigma < 0 || s.orient_feature < 0)
     throw Error("--source default: texture_feature, texture_sigma and orient_feature must be >= 0");
   return s;
@@ -74,6 +76,8 @@ std::string DefaultSourceSettings::to_string() const {
                 grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, edge_weight, edge_sigma,
                 radius, floor, region_weight, region_k, region_scales, region_min, smooth, smooth_sigma, texture_feature, texture_sigma, levels);
   std::string out = buf;
+  std::snprintf(buf, sizeof buf, ",lightness_weight=%g", lightness_weight);
+  out += buf;
   if (orient_feature > 0) {
     std::snprintf(buf, sizeof buf, ",orient_feature=%g", orient_feature);
     out += buf;
@@ -341,6 +345,12 @@ Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) 
   rgb.convertTo(f32, CV_32FC3, 1.0 / 255.0);
   cv::cvtColor(f32, lab, cv::COLOR_RGB2Lab);
   lab *= 0.01;  // L in [0,1], a/b roughly [-1,1]
+  if (s.lightness_weight != 1.0) {
+    std::vector<cv::Mat> ch;
+    cv::split(lab, ch);
+    ch[0] *= s.lightness_weight;
+    cv::merge(ch, lab);
+  }
   // Edge-preserving smoothing flattens texture inside regions and keeps their
   // borders: contours and regions are found on the smoothed image.
   cv::Mat lab_s = lab;
@@ -377,7 +387,7 @@ class DefaultSource : public AttentionSource {
   explicit DefaultSource(DefaultSourceSettings s) : s_(s) {}
   // The version tag changes whenever the construction changes, so that cached
   // attention of an older build is never reused.
-  std::string id() const override { return "default@3:" + s_.to_string(); }
+  std::string id() const override { return "default@4:" + s_.to_string(); }
   Attention compute(const cv::Mat& rgb) override { return default_attention(rgb, s_); }
 
  private:

@@ -117,7 +117,7 @@ TEST(DefaultSource, RegionJumpsStayInsideTheCellsRegion) {
 static double mass_into_right_half(const cv::Mat& img, const std::string& extra) {
   const std::string base =
       "grid=8,levels=1,floor=0,region_weight=0,edge_weight=0,texture_weight=0,radius=0,sigma_position=10,"
-      "context_weight=0,sigma_color=0.1";
+      "context_weight=0,sigma_color=0.1,lightness_weight=1";
   const Attention a = default_attention(img, DefaultSourceSettings::parse(base + extra));
   const AttentionMap& m = a.maps.at(0);
   expect_row_stochastic(m, 1e-5f);
@@ -154,6 +154,26 @@ TEST(DefaultSource, OrientFeatureSeparatesStripeDirections) {
   // Off by default, and then absent from the id, so cached default attention stays valid.
   EXPECT_EQ(DefaultSourceSettings().to_string().find("orient"), std::string::npos);
   EXPECT_NE(DefaultSourceSettings::parse("orient_feature=3").to_string().find("orient_feature=3"), std::string::npos);
+}
+
+TEST(DefaultSource, LightnessWeightLinksShadesOfOneHue) {
+  // Left half dark grey, right half light grey: a step in lightness only
+  // (ΔL* ≈ 41, no chroma). With L at full weight the colour kernel keeps the
+  // halves apart; with L weighted down they become one region.
+  cv::Mat img(64, 64, CV_8UC3, cv::Scalar(60, 60, 60));
+  img(cv::Rect(32, 0, 32, 64)).setTo(cv::Scalar(160, 160, 160));
+  const double full = mass_into_right_half(img, ",lightness_weight=1"), low = mass_into_right_half(img, ",lightness_weight=0.25");
+  EXPECT_LT(full, 0.01);
+  EXPECT_GT(low, 0.2);
+  // A step in chroma at nearly equal lightness (sRGB red vs. a green of the same L*)
+  // is barely affected by the weight.
+  cv::Mat chroma(64, 64, CV_8UC3, cv::Scalar(200, 40, 40));
+  chroma(cv::Rect(32, 0, 32, 64)).setTo(cv::Scalar(60, 120, 40));
+  const double c_full = mass_into_right_half(chroma, ",lightness_weight=1"),
+               c_low = mass_into_right_half(chroma, ",lightness_weight=0.25");
+  EXPECT_LT(c_full, 0.01);
+  EXPECT_LT(c_low, 0.01);
+  EXPECT_THROW(DefaultSourceSettings::parse("lightness_weight=0"), Error);
 }
 
 TEST(DefaultSource, SettingsParseAndReject) {

@@ -28,6 +28,7 @@ struct DefaultSourceSettings {
   double texture_feature = 0.0;  // weight of each cell's Lab standard deviation as a feature
   double texture_sigma = 1.5;    // blur of that texture map, in cells (at grid 64)
   double orient_feature = 0.0;   // weight of 8 oriented texture-energy features (0 = off)
+  double lightness_weight = 0.6;  // scale of L* against a*, b* in every colour distance, contour and region (1 = CIE Lab)
   int levels = 4;              // also deliver grids g/2, g/4 ... (weight 0; DiffSeg/NCut use them)
 
   // "grid=64,sigma_color=0.1,..." -> settings (unknown keys are an Error).
@@ -37,7 +38,7 @@ struct DefaultSourceSettings {
 
 // The settings `m2n2 auto` (DiffSeg, NCut) gives the default source: a global
 // kernel without region jumps, so that attention spans each whole region.
-inline constexpr const char* kWholeImageSettings = "grid=48,radius=0,sigma_position=0.5,region_weight=0";
+inline constexpr const char* kWholeImageSettings = "grid=48,radius=0,sigma_position=0.5,region_weight=0,lightness_weight=1";
 
 // Builds the maps for an RGB image (CV_8UC3).
 Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s);
