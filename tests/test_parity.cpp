@@ -35,10 +35,14 @@ float max_abs_diff(const float* a, const float* b, size_t n) {
   return m;
 }
 
-class Parity : public ::testing::TestWithParam<std::string> {};
+// Tolerances of shared/testdata/README for fp32 (on the CPU and on CUDA alike).
+struct Tolerance {
+  float doubly_stochastic = 1e-5f, markov = 1e-2f, distance = 1e-3f;
+  double mask_iou = 0.995;
+};
 
-TEST_P(Parity, MatchesReferenceAtEveryStep) {
-  const fs::path dir = fs::path(test::shared_dir()) / "testdata" / "m2n2" / GetParam();
+void check_parity(const std::string& name, Device device, Precision precision, const Tolerance& tol) {
+  const fs::path dir = fs::path(test::shared_dir()) / "testdata" / "m2n2" / name;
   const auto cfg = nlohmann::json::parse(read_file((dir / "case.json").string()));
   const auto& prm = cfg["params"];
   M2N2Params p;
@@ -50,6 +54,8 @@ TEST_P(Parity, MatchesReferenceAtEveryStep) {
   p.jbu.range_sigma = prm["jbu_range_sigma"].get<double>();
   p.scoring.max_area = prm["max_area_prior"].get<float>();
   p.flood_fill = prm["flood_fill"].get<bool>();
+  p.op.device = device;
+  p.op.precision = precision;
 
   const cv::Mat rgb = read_rgb((dir / cfg["image"].get<std::string>()).string()).rgb;
   const AttentionMap att = read_attention_npy((dir / cfg["attention"].get<std::string>()).string());
@@ -59,7 +65,7 @@ TEST_P(Parity, MatchesReferenceAtEveryStep) {
   const auto dense = op->dense();
   ASSERT_EQ(dense.size(), ds.data.size());
   const float ds_diff = max_abs_diff(dense.data(), ds.data.data(), dense.size());
-  EXPECT_LE(ds_diff, 1e-5f);
+  EXPECT_LE(ds_diff, tol.doubly_stochastic);
 
   Segmenter seg(rgb, op, p);
   std::vector<Click> clicks;
@@ -74,26 +80,55 @@ TEST_P(Parity, MatchesReferenceAtEveryStep) {
     const cv::Mat& low = seg.lowres_markov_map(px);
     ASSERT_EQ(static_cast<int64_t>(low.total()), mm.size());
     const float md = max_abs_diff(low.ptr<float>(), mm.data.data(), low.total());
-    EXPECT_LE(md, 1e-2f) << "Markov-map, step " << step;
+    EXPECT_LE(md, tol.markov) << "Markov-map, step " << step;
     const NpyArray dd = read_npy((dir / s["distance"].get<std::string>()).string());
     const cv::Mat& d = seg.distance_map(px);
     ASSERT_EQ(static_cast<int64_t>(d.total()), dd.size());
     const float dist = max_abs_diff(d.ptr<float>(), dd.data.data(), d.total());
-    EXPECT_LE(dist, 1e-3f) << "distance map, step " << step;
+    EXPECT_LE(dist, tol.distance) << "distance map, step " << step;
     const cv::Mat ref = read_mask((dir / s["mask_after"].get<std::string>()).string());
     const cv::Mat mask = seg.segment(clicks).mask;
     const double v = iou(mask, ref);
-    EXPECT_GE(v, 0.995) << "mask, step " << step;
+    EXPECT_GE(v, tol.mask_iou) << "mask, step " << step;
     worst_markov = std::max(worst_markov, md);
     worst_distance = std::max(worst_distance, dist);
     lowest_iou = std::min(lowest_iou, v);
     ++step;
   }
-  std::printf("[parity] %-16s steps %d  doubly-stochastic %.2e  markov %.2e  distance %.2e  min mask IoU %.6f\n",
-              GetParam().c_str(), step, ds_diff, worst_markov, worst_distance, lowest_iou);
-  RecordProperty("worst_markov", std::to_string(worst_markov));
-  RecordProperty("worst_distance", std::to_string(worst_distance));
-  RecordProperty("lowest_iou", std::to_string(lowest_iou));
+  std::printf("[parity %s %s] %-16s steps %d  doubly-stochastic %.2e  markov %.2e  distance %.2e  min mask IoU %.6f\n",
+              to_string(device).c_str(), to_string(precision).c_str(), name.c_str(), step, ds_diff, worst_markov,
+              worst_distance, lowest_iou);
+  ::testing::Test::RecordProperty("worst_markov", std::to_string(worst_markov));
+  ::testing::Test::RecordProperty("worst_distance", std::to_string(worst_distance));
+  ::testing::Test::RecordProperty("lowest_iou", std::to_string(lowest_iou));
+}
+
+class Parity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Parity, MatchesReferenceAtEveryStep) { check_parity(GetParam(), Device::Cpu, Precision::Float32, {}); }
+
+// The same cases with the operator on the GPU; skipped where LibTorch sees no CUDA device.
+TEST_P(Parity, MatchesReferenceOnCuda) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  check_parity(GetParam(), Device::Cuda, Precision::Float32, {});
+}
+
+// fp16/bf16 storage of K: the balancing is fp32, so the operator stays doubly stochastic to
+// about the storage precision, but single tokens may cross the Markov threshold at another step
+// (bf16 moved one token of synthetic_1_0 by 48 steps on an H100). Masks are what must hold:
+// measured there, the lowest step IoU was 0.9978 (fp16) and 0.9948 (bf16).
+TEST_P(Parity, ReducedPrecisionOnCudaKeepsTheMasks) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  Tolerance half;
+  half.doubly_stochastic = 5e-4f;  // measured at most 7.0e-5
+  half.markov = 1e9f;
+  half.distance = 1e-2f;  // measured at most 1.0e-3
+  half.mask_iou = 0.99;
+  check_parity(GetParam(), Device::Cuda, Precision::Float16, half);
+  Tolerance bf = half;
+  bf.doubly_stochastic = 5e-3f;  // measured at most 5.5e-4
+  bf.distance = 1e9f;            // follows the moved tokens (0.13 on synthetic_1_0)
+  check_parity(GetParam(), Device::Cuda, Precision::BFloat16, bf);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, Parity, ::testing::ValuesIn(cases()));

@@ -57,13 +57,45 @@ std::shared_ptr<MarkovOperator> op(int g) {
   return o;
 }
 
-void BM_OperatorPreparation(benchmark::State& st) {
-  const int g = static_cast<int>(st.range(0));
+// The *On benchmarks take where the operator lives as their first argument:
+// 0 = CPU fp32, 1 = CUDA fp32, 2 = CUDA fp16, 3 = CUDA bf16. CUDA ones are skipped
+// (reported as errors) where LibTorch sees no CUDA device.
+OperatorParams placed(int where) {
+  OperatorParams p;
+  p.device = where == 0 ? Device::Cpu : Device::Cuda;
+  p.precision = where == 2 ? Precision::Float16 : where == 3 ? Precision::BFloat16 : Precision::Float32;
+  return p;
+}
+
+const char* placement_name(int where) {
+  static const char* names[] = {"cpu fp32", "cuda fp32", "cuda fp16", "cuda bf16"};
+  return names[where];
+}
+
+bool skip_without_cuda(benchmark::State& st, int where) {
+  if (where == 0 || cuda_available()) return false;
+  st.SkipWithError("no CUDA device");
+  return true;
+}
+
+std::shared_ptr<MarkovOperator> op_on(int g, int where) {
+  static std::map<std::pair<int, int>, std::shared_ptr<MarkovOperator>> cache;
+  auto& o = cache[{g, where}];
+  if (!o) o = std::make_shared<MarkovOperator>(attention(g), placed(where));
+  return o;
+}
+
+void time_preparation(benchmark::State& st, int g, const OperatorParams& params) {
   const auto& a = attention(g);
   for (auto _ : st) {
-    MarkovOperator m(a, OperatorParams{});
-    benchmark::DoNotOptimize(m.tokens());
+    MarkovOperator m(a, params);
+    benchmark::DoNotOptimize(m.bytes_per_step());
   }
+}
+
+void BM_OperatorPreparation(benchmark::State& st) {
+  const int g = static_cast<int>(st.range(0));
+  time_preparation(st, g, OperatorParams{});
   st.SetLabel("temperature + 200 Sinkhorn/IPF iterations, grid " + std::to_string(g));
 }
 
@@ -85,30 +117,86 @@ void BM_MemoryReadBandwidth(benchmark::State& st) {
   st.SetBytesProcessed(static_cast<int64_t>(st.iterations()) * static_cast<int64_t>(n * sizeof(float)));
 }
 
-void BM_MarkovStep(benchmark::State& st) {
-  const int g = static_cast<int>(st.range(0));
-  const int batch = static_cast<int>(st.range(1));
-  auto o = op(g);
+void time_steps(benchmark::State& st, const MarkovOperator& o, int g, int batch) {
   std::vector<float> s;
   for (int b = 0; b < batch; ++b) {
     auto v = start_state(100 + 50 * b, 100, 480, 854, g, g);
     s.insert(s.end(), v.begin(), v.end());
   }
-  for (auto _ : st) o->step(s, batch);
-  st.SetBytesProcessed(static_cast<int64_t>(st.iterations()) * o->bytes_per_step());
+  for (auto _ : st) o.step(s, batch);
+  st.SetBytesProcessed(static_cast<int64_t>(st.iterations()) * o.bytes_per_step());
+}
+
+void BM_MarkovStep(benchmark::State& st) {
+  const int g = static_cast<int>(st.range(0));
+  const int batch = static_cast<int>(st.range(1));
+  time_steps(st, *op(g), g, batch);
   st.SetLabel("grid " + std::to_string(g) + ", " + std::to_string(batch) + " chain(s)");
+}
+
+void time_markov_map(benchmark::State& st, const MarkovOperator& o, int g) {
+  auto s = start_state(427, 240, 480, 854, g, g);
+  float steps = 0;
+  for (auto _ : st) {
+    auto m = o.markov_maps({s}, MarkovParams{});
+    steps = *std::max_element(m[0].begin(), m[0].end());
+  }
+  st.counters["iterations"] = steps;
 }
 
 void BM_MarkovMap(benchmark::State& st) {
   const int g = static_cast<int>(st.range(0));
-  auto o = op(g);
-  auto s = start_state(427, 240, 480, 854, g, g);
-  float steps = 0;
+  time_markov_map(st, *op(g), g);
+}
+
+void BM_OperatorPreparationOn(benchmark::State& st) {
+  const int where = static_cast<int>(st.range(0)), g = static_cast<int>(st.range(1));
+  if (skip_without_cuda(st, where)) return;
+  time_preparation(st, g, placed(where));
+  st.SetLabel(std::string(placement_name(where)) + ", grid " + std::to_string(g));
+}
+
+// One step includes the state's trip to the device and back, as in markov_maps.
+void BM_MarkovStepOn(benchmark::State& st) {
+  const int where = static_cast<int>(st.range(0)), g = static_cast<int>(st.range(1));
+  const int batch = static_cast<int>(st.range(2));
+  if (skip_without_cuda(st, where)) return;
+  time_steps(st, *op_on(g, where), g, batch);
+  st.SetLabel(std::string(placement_name(where)) + ", grid " + std::to_string(g) + ", " + std::to_string(batch) +
+              " chain(s)");
+}
+
+void BM_MarkovMapOn(benchmark::State& st) {
+  const int where = static_cast<int>(st.range(0)), g = static_cast<int>(st.range(1));
+  if (skip_without_cuda(st, where)) return;
+  time_markov_map(st, *op_on(g, where), g);
+  st.SetLabel(std::string(placement_name(where)) + ", grid " + std::to_string(g));
+}
+
+// BM_Click with the operator placed by the first argument; image 480p.
+// One click with cached attention and operator: Markov-map, upsampling, flood fill,
+// scoring and merge (the upsampling table is built once per image, outside the loop).
+void time_clicks(benchmark::State& st, const cv::Mat& img, std::shared_ptr<MarkovOperator> o, const M2N2Params& p) {
+  Segmenter seg(img, std::move(o), p);
+  seg.distance_map({10, 10});  // builds the table
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> X(0, img.cols - 1), Y(0, img.rows - 1);
   for (auto _ : st) {
-    auto m = o->markov_maps({s}, MarkovParams{});
-    steps = *std::max_element(m[0].begin(), m[0].end());
+    st.PauseTiming();
+    seg.clear_cache();
+    std::vector<Click> clicks = {{static_cast<double>(X(rng)), static_cast<double>(Y(rng)), true}};
+    st.ResumeTiming();
+    benchmark::DoNotOptimize(seg.segment(clicks).mask.data);
   }
-  st.counters["iterations"] = steps;
+}
+
+void BM_ClickOn(benchmark::State& st) {
+  const int where = static_cast<int>(st.range(0)), g = static_cast<int>(st.range(1));
+  if (skip_without_cuda(st, where)) return;
+  M2N2Params p;
+  p.op = placed(where);
+  time_clicks(st, make_image(image_size(0)), op_on(g, where), p);
+  st.SetLabel(std::string(placement_name(where)) + ", grid " + std::to_string(g));
 }
 
 void BM_UpsamplingTable(benchmark::State& st) {
@@ -153,23 +241,9 @@ void BM_ThresholdScoring(benchmark::State& st) {
   }
 }
 
-// One click with cached attention and operator: Markov-map, upsampling, flood fill,
-// scoring and merge (the upsampling table is built once per image, outside the loop).
 void BM_Click(benchmark::State& st) {
-  const cv::Mat img = make_image(image_size(static_cast<int>(st.range(0))));
   const int g = static_cast<int>(st.range(1));
-  auto o = op(g);
-  Segmenter seg(img, o, M2N2Params{});
-  seg.distance_map({10, 10});  // builds the table
-  std::mt19937 rng(3);
-  std::uniform_int_distribution<int> X(0, img.cols - 1), Y(0, img.rows - 1);
-  for (auto _ : st) {
-    st.PauseTiming();
-    seg.clear_cache();
-    std::vector<Click> clicks = {{static_cast<double>(X(rng)), static_cast<double>(Y(rng)), true}};
-    st.ResumeTiming();
-    benchmark::DoNotOptimize(seg.segment(clicks).mask.data);
-  }
+  time_clicks(st, make_image(image_size(static_cast<int>(st.range(0)))), op(g), M2N2Params{});
 }
 
 void BM_DefaultSource(benchmark::State& st) {
@@ -186,6 +260,14 @@ BENCHMARK(BM_OperatorPreparation)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecon
 BENCHMARK(BM_OperatorPreparation)->Arg(128)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MarkovStep)->Args({32, 1})->Args({64, 1})->Args({64, 4})->Args({128, 1})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_MarkovMap)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{0, 1, 2, 3}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{0, 1, 2, 3}, {64}, {1, 4}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{1, 2, 3}, {128}, {1}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{0, 1, 2, 3}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ClickOn)->ArgsProduct({{0, 1, 2}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ClickOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_UpsamplingTable)->Args({0, 64})->Args({1, 64})->Args({0, 32})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_UpsamplingApply)->Args({0, 64, 0})->Args({1, 64, 0})->Args({0, 64, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_FloodFill)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
