@@ -11,7 +11,7 @@ namespace m2n2 {
 struct DefaultSourceSettings {
   int grid = 64;               // finest token grid (M2N2 uses this one)
   double sigma_color = 0.08;   // colour kernel width (CIE Lab / 100)
-  double sigma_position = 0.12;  // spatial kernel width (fraction of the image side)
+  double sigma_position = 0.18;  // spatial kernel width (fraction of the image side)
   double texture_weight = 1.0;   // how much a cell's colour variance widens its colour kernel
   double context_weight = 0.5;   // weight of the blurred neighbourhood colour
   double context_sigma = 1.5;    // neighbourhood blur, in cells
