@@ -72,12 +72,11 @@ std::string DefaultSourceSettings::to_string() const {
   std::snprintf(buf, sizeof buf,
                 "grid=%d,sigma_color=%g,sigma_position=%g,texture_weight=%g,context_weight=%g,context_sigma=%g,"
                 "edge_weight=%g,edge_sigma=%g,radius=%d,floor=%g,region_weight=%g,region_k=%g,region_scales=%d,"
-                "region_min=%d,smooth=%d,smooth_sigma=%g,texture_feature=%g,texture_sigma=%g,levels=%d",
+                "region_min=%d,smooth=%d,smooth_sigma=%g,texture_feature=%g,texture_sigma=%g,levels=%d,lightness_weight=%g",
                 grid, sigma_color, sigma_position, texture_weight, context_weight, context_sigma, edge_weight, edge_sigma,
-                radius, floor, region_weight, region_k, region_scales, region_min, smooth, smooth_sigma, texture_feature, texture_sigma, levels);
+                radius, floor, region_weight, region_k, region_scales, region_min, smooth, smooth_sigma, texture_feature, texture_sigma, levels,
+                lightness_weight);
   std::string out = buf;
-  std::snprintf(buf, sizeof buf, ",lightness_weight=%g", lightness_weight);
-  out += buf;
   if (orient_feature > 0) {
     std::snprintf(buf, sizeof buf, ",orient_feature=%g", orient_feature);
     out += buf;

@@ -50,13 +50,6 @@ const AttentionMap& attention(int g) {
   return cache[g] = a.maps[0];
 }
 
-std::shared_ptr<MarkovOperator> op(int g) {
-  static std::map<int, std::shared_ptr<MarkovOperator>> cache;
-  auto& o = cache[g];
-  if (!o) o = std::make_shared<MarkovOperator>(attention(g), OperatorParams{});
-  return o;
-}
-
 // The *On benchmarks take where the operator lives as their first argument:
 // 0 = CPU fp32, 1 = CUDA fp32, 2 = CUDA fp16, 3 = CUDA bf16. CUDA ones are skipped
 // (reported as errors) where LibTorch sees no CUDA device.
@@ -84,6 +77,9 @@ std::shared_ptr<MarkovOperator> op_on(int g, int where) {
   if (!o) o = std::make_shared<MarkovOperator>(attention(g), placed(where));
   return o;
 }
+
+// The operator of the CPU benchmarks (default OperatorParams: CPU, fp32).
+std::shared_ptr<MarkovOperator> op(int g) { return op_on(g, 0); }
 
 void time_preparation(benchmark::State& st, int g, const OperatorParams& params) {
   const auto& a = attention(g);
@@ -173,7 +169,6 @@ void BM_MarkovMapOn(benchmark::State& st) {
   st.SetLabel(std::string(placement_name(where)) + ", grid " + std::to_string(g));
 }
 
-// BM_Click with the operator placed by the first argument; image 480p.
 // One click with cached attention and operator: Markov-map, upsampling, flood fill,
 // scoring and merge (the upsampling table is built once per image, outside the loop).
 void time_clicks(benchmark::State& st, const cv::Mat& img, std::shared_ptr<MarkovOperator> o, const M2N2Params& p) {
@@ -190,6 +185,7 @@ void time_clicks(benchmark::State& st, const cv::Mat& img, std::shared_ptr<Marko
   }
 }
 
+// BM_Click with the operator placed by the first argument; image 480p.
 void BM_ClickOn(benchmark::State& st) {
   const int where = static_cast<int>(st.range(0)), g = static_cast<int>(st.range(1));
   if (skip_without_cuda(st, where)) return;
