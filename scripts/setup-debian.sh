@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config \
-  libtorch-dev libopencv-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libgtest-dev libbenchmark-dev \
+  libtorch-dev libopencv-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libgtest-dev libbenchmark-dev zlib1g-dev \
   libopenblas0-pthread python3 python3-torch python3-numpy python3-opencv > /dev/null
 # LibTorch links the system libblas.so.3: make sure it is OpenBLAS, not the
 # reference BLAS (50x slower on matrix products).

@@ -22,9 +22,10 @@ TEST(DistanceTransform, ExactOnSmallMask) {
   EXPECT_EQ(d[2 * 5 + 1], 5);
 }
 
-// Every case of shared/testdata/clicks, both protocols, exact match.
+// Every case of the reference click vectors, both protocols, exact match. tests/data/clicks
+// is a byte-for-byte copy of shared/testdata/clicks (scripts/make_test_data.py).
 TEST(ClickSimulator, MatchesReferenceVectors) {
-  const fs::path dir = fs::path(test::shared_dir()) / "testdata" / "clicks";
+  const fs::path dir = fs::path(test::data_dir()) / "clicks";
   const auto j = nlohmann::json::parse(read_file((dir / "clicks.json").string()));
   int checked = 0;
   for (const auto& c : j["cases"]) {

@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <zlib.h>
+
 #include <filesystem>
 #include <random>
+#include <stdexcept>
 
 #include "m2n2/device.hpp"
 #include "test_util.hpp"
@@ -15,6 +18,31 @@ std::string temp_dir() {
            ("m2n2-test-" + std::to_string(rd()) + "-" + std::to_string(counter++));
   std::filesystem::create_directories(p);
   return p.string();
+}
+
+bool have_shared() { return std::filesystem::is_directory(std::filesystem::path(shared_dir()) / "testdata" / "m2n2"); }
+
+std::string read_maybe_gz(const std::string& path) {
+  if (path.size() < 3 || path.compare(path.size() - 3, 3, ".gz") != 0) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw std::runtime_error(path + ": cannot open");
+    std::string out;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+    return out;
+  }
+  gzFile g = gzopen(path.c_str(), "rb");
+  if (!g) throw std::runtime_error(path + ": cannot open");
+  std::string out;
+  char buf[65536];
+  int n;
+  while ((n = gzread(g, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  const bool bad = n < 0;
+  gzclose(g);
+  if (bad) throw std::runtime_error(path + ": corrupt gzip");
+  return out;
 }
 
 cv::Mat paint(const cv::Mat& labels, const std::vector<cv::Vec3b>& colours, double noise, int seed) {

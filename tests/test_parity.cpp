@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "m2n2/attention.hpp"
 #include "m2n2/attention_file.hpp"
 #include "m2n2/image_io.hpp"
 #include "m2n2/markov_operator.hpp"
@@ -19,14 +20,26 @@ using namespace m2n2;
 
 namespace {
 
-std::vector<std::string> cases() {
+// Case folders: the compact copies in tests/data/parity (always), then the full set of
+// shared/testdata/m2n2 when it is beside the clone.
+std::vector<std::string> case_dirs(const fs::path& root) {
   std::vector<std::string> out;
-  const fs::path root = fs::path(test::shared_dir()) / "testdata" / "m2n2";
   if (fs::is_directory(root))
     for (const auto& e : fs::directory_iterator(root))
-      if (fs::exists(e.path() / "case.json")) out.push_back(e.path().filename().string());
+      if (fs::exists(e.path() / "case.json")) out.push_back(e.path().string());
   std::sort(out.begin(), out.end());
   return out;
+}
+std::vector<std::string> compact_cases() { return case_dirs(fs::path(test::data_dir()) / "parity"); }
+std::vector<std::string> shared_cases() { return case_dirs(fs::path(test::shared_dir()) / "testdata" / "m2n2"); }
+
+NpyArray read_case_npy(const fs::path& p) { return parse_npy(test::read_maybe_gz(p.string()), p.string()); }
+
+std::string case_label(const ::testing::TestParamInfo<std::string>& info) {
+  std::string n = fs::path(info.param).filename().string();
+  for (auto& ch : n)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return n;
 }
 
 float max_abs_diff(const float* a, const float* b, size_t n) {
@@ -41,8 +54,9 @@ struct Tolerance {
   double mask_iou = 0.995;
 };
 
-void check_parity(const std::string& name, Device device, Precision precision, const Tolerance& tol) {
-  const fs::path dir = fs::path(test::shared_dir()) / "testdata" / "m2n2" / name;
+void check_parity(const std::string& case_dir, Device device, Precision precision, const Tolerance& tol) {
+  const fs::path dir(case_dir);
+  const std::string name = (dir.parent_path().filename() == "parity" ? "compact:" : "") + dir.filename().string();
   const auto cfg = nlohmann::json::parse(read_file((dir / "case.json").string()));
   const auto& prm = cfg["params"];
   M2N2Params p;
@@ -58,11 +72,30 @@ void check_parity(const std::string& name, Device device, Precision precision, c
   p.op.precision = precision;
 
   const cv::Mat rgb = read_rgb((dir / cfg["image"].get<std::string>()).string()).rgb;
-  const AttentionMap att = read_attention_npy((dir / cfg["attention"].get<std::string>()).string());
+  const fs::path att_path = dir / cfg["attention"].get<std::string>();
+  AttentionMap att;
+  {
+    const NpyArray a = read_case_npy(att_path);
+    ASSERT_EQ(a.shape.size(), 4u);
+    att.name = att_path.string();
+    att.h = static_cast<int>(a.shape[0]);
+    att.w = static_cast<int>(a.shape[1]);
+    att.data = a.data;
+    validate_attention(att, att.name);
+  }
   auto op = std::make_shared<MarkovOperator>(att, p.op);
 
-  const NpyArray ds = read_npy((dir / cfg["attention_doubly_stochastic"].get<std::string>()).string());
-  const auto dense = op->dense();
+  // The compact copies keep every 8th row of the doubly-stochastic matrix.
+  const NpyArray ds = read_case_npy(dir / cfg["attention_doubly_stochastic"].get<std::string>());
+  const auto dense_all = op->dense();
+  std::vector<float> dense;
+  const int64_t n = op->tokens();
+  if (cfg.contains("doubly_stochastic_rows")) {
+    for (int64_t r : cfg["doubly_stochastic_rows"].get<std::vector<int64_t>>())
+      dense.insert(dense.end(), dense_all.begin() + r * n, dense_all.begin() + (r + 1) * n);
+  } else {
+    dense = dense_all;
+  }
   ASSERT_EQ(dense.size(), ds.data.size());
   const float ds_diff = max_abs_diff(dense.data(), ds.data.data(), dense.size());
   EXPECT_LE(ds_diff, tol.doubly_stochastic);
@@ -76,13 +109,13 @@ void check_parity(const std::string& name, Device device, Precision precision, c
     Click c{s["click"]["x"].get<double>(), s["click"]["y"].get<double>(), s["click"]["positive"].get<bool>()};
     clicks.push_back(c);
     const cv::Point px = click_pixel(c);
-    const NpyArray mm = read_npy((dir / s["markov_lowres"].get<std::string>()).string());
+    const NpyArray mm = read_case_npy(dir / s["markov_lowres"].get<std::string>());
     const cv::Mat& low = seg.lowres_markov_map(px);
     ASSERT_EQ(static_cast<int64_t>(low.total()), mm.size());
     const float md = max_abs_diff(low.ptr<float>(), mm.data.data(), low.total());
     EXPECT_LE(md, tol.markov) << "Markov-map, step " << step;
-    const NpyArray dd = read_npy((dir / s["distance"].get<std::string>()).string());
-    const cv::Mat& d = seg.distance_map(px);
+    const NpyArray dd = read_case_npy(dir / s["distance"].get<std::string>());
+    const cv::Mat d = seg.distance_map(px);
     ASSERT_EQ(static_cast<int64_t>(d.total()), dd.size());
     const float dist = max_abs_diff(d.ptr<float>(), dd.data.data(), d.total());
     EXPECT_LE(dist, tol.distance) << "distance map, step " << step;
@@ -131,8 +164,15 @@ TEST_P(Parity, ReducedPrecisionOnCudaKeepsTheMasks) {
   check_parity(GetParam(), Device::Cuda, Precision::BFloat16, bf);
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, Parity, ::testing::ValuesIn(cases()));
+INSTANTIATE_TEST_SUITE_P(Compact, Parity, ::testing::ValuesIn(compact_cases()), case_label);
+INSTANTIATE_TEST_SUITE_P(Cases, Parity, ::testing::ValuesIn(shared_cases()), case_label);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Parity);
 
-TEST(ParityData, IsPresent) { EXPECT_GE(cases().size(), 4u) << "shared/testdata/m2n2 not found at " << test::shared_dir(); }
+TEST(ParityData, CompactCopyIsPresent) { EXPECT_GE(compact_cases().size(), 2u) << "tests/data/parity missing"; }
+
+TEST(ParityData, SharedSetIsPresent) {
+  M2N2_REQUIRE_SHARED();
+  EXPECT_GE(shared_cases().size(), 4u) << "shared/testdata/m2n2 not found at " << test::shared_dir();
+}
 
 }  // namespace

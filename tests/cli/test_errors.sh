@@ -2,12 +2,16 @@
 # Bad input to segment, markov-map, attention, next-click, eval and auto: one line on
 # stderr naming the file or argument, and the right exit code.
 M2N2=$1
-SHARED=$2
+ROOT=$2
 . "$(dirname "$0")/lib.sh"
-CASE=$SHARED/testdata/m2n2/synthetic_1_1
+# Inputs from the repository's own compact reference cases (no ../shared needed).
+CASE=$ROOT/tests/data/parity/synthetic_1_1
+OTHER=$ROOT/tests/data/parity/grabcut_banana1
 IMG=$CASE/image.png
-ATT=$CASE/attention.npy
+ATT=$TMP/attention.npy
+gunzip -c $CASE/attention.npy.gz > $ATT
 Q="--no-cache --grid 16"
+/usr/bin/python3 "$(dirname "$0")/make_datasets.py" $TMP/data
 
 /usr/bin/python3 - "$TMP" <<'PY'
 import numpy as np, sys
@@ -55,17 +59,17 @@ check "no markov-map output on error" test ! -e $TMP/o.npy
 
 # attention
 expect_error 1 "no such file" $M2N2 attention --image $TMP/missing.png --npy $TMP/a.npy $Q
-expect_error 2 "grid must be" $M2N2 attention --image $IMG --npy $TMP/a.npy --no-cache --source default:grid=1000
+expect_error 2 "grid) must be in 4..256" $M2N2 attention --image $IMG --npy $TMP/a.npy --no-cache --source default:grid=1000
 
 # next-click
 expect_error 2 "protocol" $M2N2 next-click --gt $CASE/gt.png --pred $CASE/gt.png --protocol nope
 expect_error 1 "no such file" $M2N2 next-click --gt $TMP/missing.png --pred $CASE/gt.png
-expect_error 1 "size differs" $M2N2 next-click --gt $CASE/gt.png --pred $SHARED/testdata/m2n2/synthetic_1_0/gt.png
+expect_error 1 "size differs" $M2N2 next-click --gt $CASE/gt.png --pred $OTHER/gt.png
 
 # eval
 expect_error 2 "no such file" $M2N2 eval --dataset $TMP/nothing --out $TMP/ev $Q
-expect_error 2 "shard" $M2N2 eval --dataset $SHARED/datasets/GrabCut --out $TMP/ev --shard 3/2 $Q
-expect_error 2 "protocol" $M2N2 eval --dataset $SHARED/datasets/GrabCut --out $TMP/ev --protocol x $Q
+expect_error 2 "shard" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/ev --shard 3/2 $Q
+expect_error 2 "protocol" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/ev --protocol x $Q
 
 # auto
 expect_error 2 "method" $M2N2 auto --method kmeans --image $IMG --out $TMP/l.png $Q

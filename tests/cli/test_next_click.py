@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""`m2n2 next-click` against shared/testdata/clicks/clicks.json, both protocols."""
+"""`m2n2 next-click` against the reference click vectors (tests/data/clicks, a copy of
+shared/testdata/clicks), both protocols."""
 import json
 import subprocess
 import sys
 
-exe, shared = sys.argv[1], sys.argv[2]
-d = f"{shared}/testdata/clicks"
+exe, root = sys.argv[1], sys.argv[2]
+d = f"{root}/tests/data/clicks"
 cases = json.load(open(f"{d}/clicks.json"))["cases"]
 passed = failed = 0
 for c in cases[::4]:  # every 4th case through the CLI; the unit test checks them all
