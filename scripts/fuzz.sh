@@ -1,6 +1,6 @@
 #!/bin/bash
 # Builds the libFuzzer targets with clang and runs each for SECONDS (default 600),
-# all four at once, starting from the seed corpus in tests/fuzz/corpus/<target>.
+# all six at once, starting from the seed corpus in tests/fuzz/corpus/<target>.
 # Crashes land in build-fuzz/findings/<target>/; keep each as a regression case in
 # tests/fuzz/regressions/<target>/ (tests/cli/test_fuzz_regressions.sh replays them).
 #   scripts/fuzz.sh 600
@@ -19,4 +19,4 @@ run() {
   echo "$t: $(grep -E 'stat::number_of_executed_units' build-fuzz/$t.log | awk '{print $2}') executions," \
        "$(ls build-fuzz/findings/$t | wc -l) findings"
 }
-run fuzz_click_json & run fuzz_npy & run fuzz_coco & run fuzz_mask & wait
+run fuzz_click_json & run fuzz_npy & run fuzz_coco & run fuzz_mask & run fuzz_image & run fuzz_settings & wait

@@ -10,6 +10,7 @@
 #include "attention_sources.hpp"
 #include "m2n2/error.hpp"
 #include "m2n2/graph_segmentation.hpp"
+#include "m2n2/memory.hpp"
 
 namespace m2n2 {
 
@@ -31,32 +32,48 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
       throw Error("--source default: value of " + k + " is not a number: '" + v + "'");
     }
     if (!std::isfinite(x)) throw Error("--source default: " + k + " must be finite");
-    if (k == "grid") s.grid = static_cast<int>(x);
+    // Integer settings: range-checked before the cast (a double beyond int is UB).
+    const auto integer = [&]() {
+      if (!(std::fabs(x) <= 1e6) || x != std::floor(x))
+        throw Error("--source default: " + k + " must be an integer in -1000000..1000000, got '" + v + "'");
+      return static_cast<int>(x);
+    };
+    if (k == "grid") s.grid = integer();
     else if (k == "sigma_color") s.sigma_color = x;
     else if (k == "sigma_position") s.sigma_position = x;
     else if (k == "texture_weight") s.texture_weight = x;
     else if (k == "context_weight") s.context_weight = x;
     else if (k == "context_sigma") s.context_sigma = x;
-    else if (k == "levels") s.levels = static_cast<int>(x);
+    else if (k == "levels") s.levels = integer();
     else if (k == "edge_weight") s.edge_weight = x;
     else if (k == "edge_sigma") s.edge_sigma = x;
-    else if (k == "radius") s.radius = static_cast<int>(x);
+    else if (k == "radius") s.radius = integer();
     else if (k == "floor") s.floor = x;
     else if (k == "region_weight") s.region_weight = x;
     else if (k == "region_k") s.region_k = x;
-    else if (k == "region_scales") s.region_scales = static_cast<int>(x);
-    else if (k == "region_min") s.region_min = static_cast<int>(x);
+    else if (k == "region_scales") s.region_scales = integer();
+    else if (k == "region_min") s.region_min = integer();
     else if (k == "texture_feature") s.texture_feature = x;
     else if (k == "texture_sigma") s.texture_sigma = x;
     else if (k == "orient_feature") s.orient_feature = x;
     else if (k == "lightness_weight") s.lightness_weight = x;
-    else if (k == "smooth") s.smooth = static_cast<int>(x);
+    else if (k == "smooth") s.smooth = integer();
     else if (k == "smooth_sigma") s.smooth_sigma = x;
     else throw Error("--source default: unknown setting '" + k + "'");
   }
-  if (s.grid < 4 || s.grid > 256) throw Error("--source default: grid must be in 4..256");
+  s.validate();
+  return s;
+}
+
+void DefaultSourceSettings::validate() const {
+  const DefaultSourceSettings& s = *this;
+  if (s.grid < kMinGrid || s.grid > kMaxGrid)
+    throw Error("--grid (default:grid) must be in " + std::to_string(kMinGrid) + ".." + std::to_string(kMaxGrid) +
+                ", got " + std::to_string(s.grid));
+  if (s.levels < 1 || s.levels > 8) throw Error("--source default: levels must be in 1..8");
+  if (s.radius < 0) throw Error("--source default: radius must be >= 0");
+  if (s.smooth < 0 || s.smooth > 100) throw Error("--source default: smooth must be in 0..100");
   if (!(s.sigma_color > 0) || !(s.sigma_position > 0)) throw Error("--source default: sigmas must be > 0");
-  if (s.levels < 1) s.levels = 1;
   if (!(s.floor >= 0 && s.floor < 1)) throw Error("--source default: floor must be in [0, 1)");
   if (!(s.region_weight >= 0 && s.region_weight <= 1)) throw Error("--source default: region_weight must be in [0, 1]");
   if (!(s.region_k > 0) || s.region_scales < 1 || s.region_scales > 8 || s.region_min < 1)
@@ -64,7 +81,16 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
   if (!(s.lightness_weight > 0)) throw Error("--source default: lightness_weight must be > 0");
   if (s.texture_feature < 0 || s.texture_sigma < 0 || s.orient_feature < 0)
     throw Error("--source default: texture_feature, texture_sigma and orient_feature must be >= 0");
-  return s;
+}
+
+double default_source_memory_bytes(const DefaultSourceSettings& s) {
+  double bytes = 0;
+  int g = s.grid;
+  for (int level = 0; level < s.levels && g >= 4; ++level, g /= 2) {
+    const double n = static_cast<double>(g) * g;
+    bytes += 4.0 * n * n;  // one N×N fp32 map per level
+  }
+  return bytes;
 }
 
 std::string DefaultSourceSettings::to_string() const {
@@ -383,21 +409,32 @@ namespace detail {
 namespace {
 class DefaultSource : public AttentionSource {
  public:
-  explicit DefaultSource(DefaultSourceSettings s) : s_(s) {}
+  DefaultSource(DefaultSourceSettings s, double max_memory) : s_(s), max_memory_(max_memory) {}
   // The version tag changes whenever the construction changes, so that cached
   // attention of an older build is never reused.
   std::string id() const override { return "default@4:" + s_.to_string(); }
-  Attention compute(const cv::Mat& rgb) override { return default_attention(rgb, s_); }
+  Attention compute(const cv::Mat& rgb) override {
+    // The maps plus the operator that will be built from the finest one.
+    const double n = static_cast<double>(s_.grid) * s_.grid;
+    check_memory(default_source_memory_bytes(s_) + 8.0 * n * n,
+                 max_memory_, "the default source's attention at grid " + std::to_string(s_.grid),
+                 "use a smaller grid (--grid)");
+    return default_attention(rgb, s_);
+  }
 
  private:
   DefaultSourceSettings s_;
+  double max_memory_ = 0;
 };
 }  // namespace
 
 std::unique_ptr<AttentionSource> make_default_source(const std::string& settings, const SourceOptions& opt) {
   DefaultSourceSettings s = DefaultSourceSettings::parse(settings);
-  if (opt.grid > 0) s.grid = opt.grid;
-  return std::make_unique<DefaultSource>(s);
+  if (opt.grid != 0) {
+    s.grid = opt.grid;
+    s.validate();
+  }
+  return std::make_unique<DefaultSource>(s, opt.max_memory_bytes);
 }
 }  // namespace detail
 }  // namespace m2n2

@@ -2,6 +2,11 @@
 #include <ATen/Context.h>
 #include <omp.h>
 
+#include <c10/util/Exception.h>
+#include <opencv2/core.hpp>
+
+#include <cstdlib>
+#include <new>
 #include <thread>
 
 #include "m2n2/error.hpp"
@@ -39,6 +44,38 @@ std::string to_string(Precision p) {
     case Precision::BFloat16: return "bf16";
   }
   return "?";
+}
+
+std::string one_line_message(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return "out of memory (std::bad_alloc)";
+  std::string m = e.what();
+  // cv::Exception: "OpenCV(4.6.0) /path/file.cpp:123: error: (-215:Assertion failed) cond in function 'f'"
+  if (const auto* cv_e = dynamic_cast<const cv::Exception*>(&e))
+    m = "OpenCV error in " + cv_e->func + ": " + cv_e->err;
+  const auto nl = m.find_first_of("\r\n");
+  if (nl != std::string::npos) m.resize(nl);
+  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) m.pop_back();
+  return m.empty() ? std::string("unknown error") : m;
+}
+
+bool is_out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return true;
+  const std::string m = e.what();
+  return m.find("out of memory") != std::string::npos || m.find("CUDA error: out of memory") != std::string::npos;
+}
+
+void inject_fault(const std::string& name, bool on_cpu) {
+  const char* spec = std::getenv("M2N2_INJECT_FAULT");
+  if (!spec) return;
+  const std::string s = spec;
+  const auto at = s.find('@');
+  if (at == std::string::npos || s.substr(at + 1) != name) return;
+  const std::string kind = s.substr(0, at);
+  if (kind == "cv") CV_Assert(name.empty() && "injected fault");
+  if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "c10") TORCH_CHECK(false, "injected LibTorch error\nException raised from inject_fault (backtrace follows)");
+  if (kind == "cuda_oom" && !on_cpu)
+    TORCH_CHECK(false, "CUDA out of memory. Tried to allocate 1.00 GiB (injected)\nbacktrace follows");
 }
 
 bool cuda_available() { return at::hasCUDA(); }

@@ -19,14 +19,17 @@ uint32_t be32(const std::string& b, size_t i) {
          (static_cast<uint32_t>(static_cast<unsigned char>(b[i + 2])) << 8) | static_cast<unsigned char>(b[i + 3]);
 }
 
+}  // namespace
+
 // Structural checks of PNG and JPEG files before decoding, so that truncated files
 // get our one-line error instead of the codec libraries' own stderr messages.
-void check_structure(const std::string& path, const std::string& b, int64_t max_pixels) {
+void check_image_bytes(const std::string& path, const std::string& b, int64_t max_pixels) {
   if (b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) {
     if (b.size() >= 24 && b.compare(12, 4, "IHDR") == 0) {
       const int64_t w = be32(b, 16), h = be32(b, 20);
       if (w == 0 || h == 0) throw Error(path + ": zero-size image (" + std::to_string(w) + "x" + std::to_string(h) + ")");
-      if (w * h > max_pixels)
+      // Each side alone is below 2^32; compare without forming a product that can overflow.
+      if (w > max_pixels || h > max_pixels || w > max_pixels / h)
         throw Error(path + ": image of " + std::to_string(w) + "x" + std::to_string(h) + " is too large");
     }
     size_t i = 8;
@@ -52,13 +55,14 @@ void check_structure(const std::string& path, const std::string& b, int64_t max_
   }
 }
 
+namespace {
 cv::Mat decode(const std::string& path, int flags, int64_t max_pixels = 400000000) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw Error(path + ": no such file");
   if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected an image");
   const std::string bytes = read_file(path);
   if (bytes.empty()) throw Error(path + ": empty file");
-  check_structure(path, bytes, max_pixels);
+  check_image_bytes(path, bytes, max_pixels);
   cv::Mat img;
   try {
     img = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data())), flags);

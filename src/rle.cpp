@@ -71,7 +71,9 @@ std::vector<uint32_t> rle_from_string(const std::string& s) {
       if (p >= s.size()) throw Error("RLE string: truncated");
       const int64_t c = static_cast<int64_t>(s[p]) - 48;
       if (c < 0 || c > 63) throw Error("RLE string: invalid character");
-      if (k > 55) throw Error("RLE string: run too long");
+      // A count is below 2^32 and a difference of two counts above -2^32: 7 characters
+      // of 5 bits hold it, and keep every shift below 64 bits.
+      if (k >= 7) throw Error("RLE string: run too long (more than 7 characters)");
       x |= (c & 0x1f) << (5 * k);
       more = (c & 0x20) != 0;
       ++p;

@@ -75,6 +75,11 @@ double JointBilateralUpsampler::estimate_table_bytes(int H, int W, int gh, int g
   return static_cast<double>(H) * W * std::ceil(cx) * std::ceil(cy) * 4.0;
 }
 
+double JointBilateralUpsampler::required_table_bytes(int H, int W, int gh, int gw, const JbuParams& p) {
+  const Axis ax = make_axis(W, gw, p.spatial_sigma), ay = make_axis(H, gh, p.spatial_sigma);
+  return static_cast<double>(H) * W * ay.cells * ax.cells * 4.0;
+}
+
 JointBilateralUpsampler::JointBilateralUpsampler(const cv::Mat& rgb8, int gh, int gw, const JbuParams& params,
                                                  double max_table_bytes)
     : rgb_(rgb8), H_(rgb8.rows), W_(rgb8.cols), h_(gh), w_(gw), params_(params) {
@@ -272,10 +277,12 @@ cv::Mat JointBilateralUpsampler::apply_direct(const cv::Mat& low) const {
         const uint8_t* qrow = rgb_.ptr<uint8_t>(qy);
         const float* hrow = hi.ptr<float>(qy);
         const int qx0 = std::max(0, px + row.dx_min), qx1 = std::min(W_ - 1, px + row.dx_max);
-        const float* sp = row.spatial.data() - (px + row.dx_min);
+        // row.spatial[i] is the weight of dx = dx_min + i, i.e. of qx = px + dx_min + i.
+        const float* sp = row.spatial.data();
+        const int first = px + row.dx_min;
         for (int qx = qx0; qx <= qx1; ++qx) {
           const uint8_t* q = qrow + 3 * qx;
-          const float w = sp[qx] * ((lut[q[0] - pr] * lut[q[1] - pg]) * lut[q[2] - pb]);
+          const float w = sp[qx - first] * ((lut[q[0] - pr] * lut[q[1] - pg]) * lut[q[2] - pb]);
           wsum += w;
           sum += w * hrow[qx];
         }

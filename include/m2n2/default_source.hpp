@@ -33,12 +33,18 @@ struct DefaultSourceSettings {
 
   // "grid=64,sigma_color=0.1,..." -> settings (unknown keys are an Error).
   static DefaultSourceSettings parse(const std::string& s);
+  // Range checks (also after --grid overrides the grid); throws Error naming the setting.
+  void validate() const;
+  static constexpr int kMinGrid = 4, kMaxGrid = 256;
   std::string to_string() const;
 };
 
 // The settings `m2n2 auto` (DiffSeg, NCut) gives the default source: a global
 // kernel without region jumps, so that attention spans each whole region.
 inline constexpr const char* kWholeImageSettings = "grid=48,radius=0,sigma_position=0.5,region_weight=0,lightness_weight=1";
+
+// Bytes of the N×N maps of every level (what default_attention allocates).
+double default_source_memory_bytes(const DefaultSourceSettings& s);
 
 // Builds the maps for an RGB image (CV_8UC3).
 Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s);

@@ -14,6 +14,10 @@ struct LoadedImage {
 // Reads any image OpenCV can decode and converts it to 8-bit RGB. Throws Error
 // ("path: problem") for missing, unreadable, corrupt, empty or absurdly large files.
 LoadedImage read_rgb(const std::string& path, int64_t max_pixels = 400000000);
+// The structural checks read_rgb runs on a file's bytes before decoding: PNG chunks up
+// to IEND, IHDR size against max_pixels (no overflow for any header), JPEG end marker.
+// Throws Error("path: problem").
+void check_image_bytes(const std::string& path, const std::string& bytes, int64_t max_pixels);
 // Reads a single-channel mask as CV_8U (first channel, 16-bit scaled down).
 cv::Mat read_mask(const std::string& path);
 // Writes a PNG through a temporary file and a rename.

@@ -32,6 +32,8 @@ class JointBilateralUpsampler {
   bool tabulated() const { return !table_.empty(); }
   double table_bytes() const { return static_cast<double>(table_.size()) * sizeof(float); }
   static double estimate_table_bytes(int H, int W, int grid_h, int grid_w, const JbuParams& params);
+  // The exact size of the table this upsampler would build.
+  static double required_table_bytes(int H, int W, int grid_h, int grid_w, const JbuParams& params);
 
  private:
   struct Axis {  // bilinear source indices and weights along one axis

@@ -82,6 +82,12 @@ int run_auto(const AutoOptions& o) {
   if (o.anchors < 1 || o.anchors > 64) throw UsageError("--anchors must be in 1..64");
   if (o.kl.empty()) throw UsageError("--kl-thresholds needs at least one value");
   if (o.power < 1 || o.power > 1024) throw UsageError("--power must be in 1..1024");
+  check_range("--ncut-grid", o.ncut_grid, 1, 256);
+  check_range("--min-size", o.min_size, 1, 1 << 20);
+  check_range("--max-depth", o.max_depth, 0, 64);
+  if (!std::isfinite(o.tau) || o.tau < 0) throw UsageError("--tau must be a finite number >= 0");
+  for (double k : o.kl)
+    if (!std::isfinite(k) || k < 0) throw UsageError("--kl-thresholds must be finite numbers >= 0");
   M2N2Flags f;
   CommonOptions common = o.common;
   // Whole-image methods want attention that spans each region, not M2N2's local
@@ -109,6 +115,7 @@ int run_auto(const AutoOptions& o) {
       std::error_code ec;
       if (!o.overwrite && jobs.size() > 1 && fs::exists(outp, ec)) throw Error(outp + ": exists (use --overwrite)");
       LoadedImage li = read_rgb(img);
+      inject_fault(img);
       AutoResult r = run_method(o, pipe, li.rgb);
       write_png_atomic(outp, r.labels);
       j["ok"] = true;
@@ -123,10 +130,12 @@ int run_auto(const AutoOptions& o) {
         write_png_atomic(vis, label_vis(li.rgb, r.labels));
         j["vis"] = vis;
       }
-    } catch (const Error& e) {
-      spdlog::error("{}", e.what());
+    } catch (const std::exception& e) {  // any failure of one image ends that image only
+      std::string msg = one_line_message(e);
+      if (msg.rfind(img, 0) != 0) msg = img + ": " + msg;
+      spdlog::error("{}", msg);
       j["ok"] = false;
-      j["error"] = e.what();
+      j["error"] = msg;
       ++failures;
     }
     std::cout << j.dump() << "\n" << std::flush;
@@ -138,6 +147,7 @@ int run_auto(const AutoOptions& o) {
 
 // Per-image Hungarian evaluation as in DiffSeg's benchmark code.
 int run_eval_auto(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore) {
+  check_range("--classes", num_classes, 0, 65536);
   if (!fs::is_directory(pred_dir)) throw UsageError(pred_dir + ": not a folder");
   if (!fs::is_directory(gt_dir)) throw UsageError(gt_dir + ": not a folder");
   std::vector<fs::path> gts;
@@ -167,8 +177,8 @@ int run_eval_auto(const std::string& pred_dir, const std::string& gt_dir, int nu
             if (v != ignore) C = std::max(C, v + 1);
           }
       imgs.push_back({gt, pr, g.stem().string()});
-    } catch (const Error& e) {
-      spdlog::error("{}", e.what());
+    } catch (const std::exception& e) {
+      spdlog::error("{}", one_line_message(e));
       ++failures;
     }
   }

@@ -29,6 +29,52 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kRecords = "instances.jsonl";
+constexpr const char* kRunSettings = "run.json";  // what the records were made with
+
+// Everything that changes a run's results, as recorded in run.json and metrics.json
+// and compared by --resume and eval-merge.
+nlohmann::json run_settings(const Pipeline& pipe, const CommonOptions& common, const std::string& protocol,
+                            const std::string& dataset, const std::string& images, const std::string& mask_format,
+                            int max_clicks) {
+  const auto& P = pipe.params();
+  nlohmann::json j;
+  j["protocol"] = protocol;
+  j["dataset"] = fs::weakly_canonical(fs::absolute(dataset)).string();
+  j["images"] = images.empty() ? std::string() : fs::weakly_canonical(fs::absolute(images)).string();
+  j["mask_format"] = mask_format;
+  j["max_clicks"] = max_clicks;
+  j["source"] = pipe.source_id();
+  j["device"] = common.device;
+  j["settings"] = {{"temperature", P.op.temperature},
+                   {"ipf_iterations", P.op.ipf_iterations},
+                   {"precision", to_string(P.op.precision)},
+                   {"markov_threshold", P.markov.threshold},
+                   {"max_iterations", P.markov.max_iterations},
+                   {"interpolation", P.markov.linear_interpolation},
+                   {"jbu_spatial_sigma", P.jbu.spatial_sigma},
+                   {"jbu_range_sigma", P.jbu.range_sigma},
+                   {"flood_fill", P.flood_fill},
+                   {"max_area", P.scoring.max_area},
+                   {"score_terms", {P.scoring.use_prior, P.scoring.use_edge, P.scoring.use_pos, P.scoring.use_neg}},
+                   {"max_side", P.max_side}};
+  return j;
+}
+
+// The first setting (dotted name and both values) in which two runs differ, or "".
+std::string first_difference(const nlohmann::json& a, const nlohmann::json& b) {
+  static const char* keys[] = {"protocol", "dataset", "images", "mask_format", "max_clicks", "source", "device"};
+  for (const char* k : keys) {
+    const auto x = a.value(k, nlohmann::json()), y = b.value(k, nlohmann::json());
+    if (x != y) return std::string(k) + " " + x.dump() + " vs " + y.dump();
+  }
+  const auto sa = a.value("settings", nlohmann::json::object()), sb = b.value("settings", nlohmann::json::object());
+  for (const auto* s : {&sa, &sb})
+    for (auto it = s->begin(); it != s->end(); ++it) {
+      const auto x = sa.value(it.key(), nlohmann::json()), y = sb.value(it.key(), nlohmann::json());
+      if (x != y) return it.key() + " " + x.dump() + " vs " + y.dump();
+    }
+  return "";
+}
 
 // Appends one line and makes it durable before returning (a SIGKILL after this
 // never loses the instance; one during the write leaves a torn last line that the
@@ -146,19 +192,21 @@ int run_eval(const EvalOptions& o) {
   }
   if (o.max_clicks < 1 || o.max_clicks > 1000) throw UsageError("--max-clicks must be in 1..1000");
   int shard_i = 0, shard_n = 1;
-  if (!o.shard.empty()) {
-    if (std::sscanf(o.shard.c_str(), "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 || shard_i < 0 || shard_i >= shard_n)
-      throw UsageError("--shard: expected I/N with 0 <= I < N, got '" + o.shard + "'");
-  }
+  if (!o.shard.empty()) std::tie(shard_i, shard_n) = parse_shard(o.shard);
+  check_range("--limit", o.limit, 0, 1 << 30);
   std::vector<Instance> all;
   try {
     all = read_dataset(o.dataset, o.images, conv);
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
+  // Shards take whole images (every N-th image from I), so that no two shards compute
+  // the same attention; within a shard an image's instances are consecutive.
   std::vector<Instance> mine;
-  for (size_t i = 0; i < all.size(); ++i)
-    if (static_cast<int>(i % shard_n) == shard_i) mine.push_back(all[i]);
+  const auto groups = group_by_image(all);
+  for (size_t g = 0; g < groups.size(); ++g)
+    if (static_cast<int>(g % shard_n) == shard_i)
+      for (const auto& in : groups[g]) mine.push_back(in);
   if (o.limit > 0 && static_cast<int>(mine.size()) > o.limit) mine.resize(o.limit);
 
   const fs::path out(o.out);
@@ -184,22 +232,28 @@ int run_eval(const EvalOptions& o) {
   if (o.resume) spdlog::info("resuming: {} of {} instances already done", done.size(), mine.size());
 
   Pipeline pipe(o.common, o.m2n2);
-  nlohmann::json info;
-  info["protocol"] = to_string(protocol);
-  info["dataset"] = o.dataset;
-  info["source"] = pipe.source_id();
+  nlohmann::json info = run_settings(pipe, o.common, to_string(protocol), o.dataset, o.images, o.mask_format, o.max_clicks);
   info["source_label"] = o.common.source;
   info["shard"] = std::to_string(shard_i) + "/" + std::to_string(shard_n);
-  const auto& P = pipe.params();
-  info["settings"] = {{"temperature", P.op.temperature},
-                      {"ipf_iterations", P.op.ipf_iterations},
-                      {"markov_threshold", P.markov.threshold},
-                      {"max_iterations", P.markov.max_iterations},
-                      {"jbu_spatial_sigma", P.jbu.spatial_sigma},
-                      {"jbu_range_sigma", P.jbu.range_sigma},
-                      {"flood_fill", P.flood_fill},
-                      {"max_area", P.scoring.max_area},
-                      {"score_terms", {P.scoring.use_prior, P.scoring.use_edge, P.scoring.use_pos, P.scoring.use_neg}}};
+  // The settings of the records in --out: a resumed run must use the same ones.
+  const fs::path run_path = out / kRunSettings;
+  if (o.resume && fs::exists(run_path)) {
+    nlohmann::json before;
+    try {
+      before = nlohmann::json::parse(read_file(run_path.string()));
+    } catch (const std::exception&) {
+      throw UsageError(run_path.string() + ": malformed JSON");
+    }
+    const std::string diff = first_difference(before, info);
+    if (!diff.empty())
+      throw UsageError(o.out + ": its records were made with other settings (" + diff +
+                       "); use the same flags, or --overwrite to start over");
+  } else {
+    if (!done.empty())
+      throw UsageError(o.out + ": records without " + std::string(kRunSettings) +
+                       " (made by an older m2n2); their settings cannot be checked, use --overwrite");
+    write_file_atomic(run_path.string(), info.dump(2) + "\n");
+  }
 
   Progress bar(static_cast<int>(mine.size()), !o.common.quiet, "eval");
   int failures = 0, count = 0;
@@ -223,16 +277,19 @@ int run_eval(const EvalOptions& o) {
     }
     try {
       GroundTruth gt = load_ground_truth(inst);
+      inject_fault(inst.id);
       double this_att = 0;
       if (inst.image_path != cur_image) {
         seg.reset();
         op.reset();
-        rgb = read_rgb(inst.image_path).rgb;
-        op = pipe.prepare(rgb, &att_seconds);
-        seg = std::make_unique<Segmenter>(rgb, op, pipe.params());
         cur_image = inst.image_path;
+        rgb = read_rgb(inst.image_path).rgb;
+        const cv::Mat work = fit_max_side(rgb, pipe.params().max_side);
+        op = pipe.prepare(work, &att_seconds, inst.image_path);
+        seg = std::make_unique<Segmenter>(work, op, pipe.params(), rgb.size());
         this_att = att_seconds;
       }
+      if (!seg) throw Error(inst.image_path + ": this image failed for an earlier instance");
       if (gt.fg.size() != rgb.size()) throw Error(inst.image_path + ": mask size differs from the image");
       // Protocol m2n2: void counts as object and everything is scored.
       cv::Mat gt_eval = gt.fg.clone(), ignore;
@@ -270,8 +327,8 @@ int run_eval(const EvalOptions& o) {
     } catch (const MemoryError& e) {
       bar.finish();
       throw;
-    } catch (const Error& e) {
-      spdlog::error("{}: {}", inst.id, e.what());
+    } catch (const std::exception& e) {  // any failure ends this instance only
+      spdlog::error("{}: {}", inst.id, one_line_message(e));
       ++failures;
     }
     bar.update(count, "NoC90 " + (noc90_n ? fmt(noc90_sum / noc90_n) : std::string("-")));
@@ -343,10 +400,10 @@ void register_eval(CLI::App& app, int& code) {
         if (info.is_null()) {
           info = m;
           max_clicks = m.value("max_clicks", 20);
-        } else if (m.value("protocol", std::string()) != info.value("protocol", std::string()) ||
-                   m.value("source", std::string()) != info.value("source", std::string()) ||
-                   m.value("max_clicks", 0) != max_clicks) {
-          throw UsageError(mp.string() + ": shard was run with another protocol, source or click limit");
+        } else {
+          const std::string diff = first_difference(info, m);
+          if (!diff.empty())
+            throw UsageError(mp.string() + ": shard was run with other settings than " + mo->inputs.front() + " (" + diff + ")");
         }
         for (auto& [id, rec] : read_records(fs::path(in) / kRecords)) {
           if (all.count(id)) throw UsageError(in + ": instance " + id + " appears in two shards");

@@ -52,8 +52,9 @@ void register_markov_map(CLI::App& app, int& code) {
       if (p.x < 0 || p.y < 0 || p.x >= li.rgb.cols || p.y >= li.rgb.rows)
         throw UsageError(o->image + ": --point " + o->point + " is outside the " + std::to_string(li.rgb.cols) + "x" +
                          std::to_string(li.rgb.rows) + " image");
-      auto op = pipe.prepare(li.rgb);
-      Segmenter seg(li.rgb, op, pipe.params());
+      const cv::Mat work = fit_max_side(li.rgb, pipe.params().max_side);
+      auto op = pipe.prepare(work, nullptr, o->image);
+      Segmenter seg(work, op, pipe.params(), li.rgb.size());
       cv::Mat m = o->lowres ? seg.lowres_markov_map(p) : seg.distance_map(p);
       m = m.clone();
       write_npy(o->npy, m.ptr<float>(), {m.rows, m.cols});

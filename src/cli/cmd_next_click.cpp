@@ -7,6 +7,7 @@
 #include "m2n2/click_simulator.hpp"
 #include "m2n2/error.hpp"
 #include "m2n2/image_io.hpp"
+#include "m2n2/segmenter.hpp"
 
 namespace m2n2::cli {
 
@@ -36,7 +37,7 @@ void register_next_click(CLI::App& app, int& code) {
       std::vector<cv::Point> prev;
       for (const auto& s : o->prev) {
         const auto q = parse_point(s);
-        prev.emplace_back(static_cast<int>(q.x), static_cast<int>(q.y));
+        prev.emplace_back(pixel_coordinate(q.x), pixel_coordinate(q.y));
       }
       cv::Mat gt = read_mask(o->gt), pred = read_mask(o->pred), vd;
       if (!o->void_path.empty()) vd = read_mask(o->void_path);

@@ -29,6 +29,7 @@ struct SegmentOptions {
   std::string out;
   std::string click_file;
   std::string images_dir;
+  std::string shard;
   bool rle = false, soft = false, overlay = false, overwrite = false;
 };
 
@@ -119,8 +120,8 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
           std::error_code ec;
           if (!o.overwrite && fs::exists(out_dir / (os.id + ".png"), ec))
             err = (out_dir / (os.id + ".png")).string() + ": exists (use --overwrite)";
-        } catch (const Error& e) {
-          err = e.what();
+        } catch (const std::exception& e) {
+          err = one_line_message(e);
         }
       }
       if (!err.empty()) {
@@ -136,10 +137,12 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
       fs::create_directories(out_dir, ec);
       if (ec || !fs::is_directory(out_dir)) throw Error(out_dir.string() + ": cannot create output folder (" + ec.message() + ")");
       double att_s = 0;
-      auto op = pipe.prepare(li.rgb, &att_s);
+      const cv::Mat work = fit_max_side(li.rgb, pipe.params().max_side);
+      auto op = pipe.prepare(work, &att_s, spec.image);
       line["attention_ms"] = att_s * 1000.0;
+      if (work.size() != li.rgb.size()) line["working_size"] = {work.cols, work.rows};
       // One segmenter per image: the per-click maps are shared between objects.
-      Segmenter seg(li.rgb, op, pipe.params());
+      Segmenter seg(work, op, pipe.params(), li.rgb.size());
       std::vector<cv::Point> all;
       for (const auto* os : todo)
         for (const auto& c : os->clicks) all.push_back(click_pixel(c));
@@ -148,6 +151,7 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
         const auto t0 = std::chrono::steady_clock::now();
         nlohmann::json oj = {{"id", os->id}};
         try {
+          inject_fault(spec.image + "#" + os->id);
           auto res = seg.segment(os->clicks);
           const std::string mask_path = (out_dir / (os->id + ".png")).string();
           write_output(mask_path, res.mask, o.overwrite);
@@ -166,10 +170,11 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
             oj["overlay"] = p;
           }
           oj["ms"] = ms_since(t0);
-        } catch (const Error& e) {
-          spdlog::error("{} / {}: {}", spec.image, os->id, e.what());
+        } catch (const std::exception& e) {  // any failure of one object, OpenCV's and LibTorch's too
+          const std::string msg = one_line_message(e);
+          spdlog::error("{} / {}: {}", spec.image, os->id, msg);
           oj["ok"] = false;
-          oj["error"] = e.what();
+          oj["error"] = msg;
           ++failures;
         }
         objs.push_back(oj);
@@ -178,10 +183,12 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
     bool all_ok = true;
     for (const auto& oj : objs) all_ok = all_ok && oj["ok"].get<bool>();
     line["ok"] = all_ok;
-  } catch (const Error& e) {
-    spdlog::error("{}", e.what());
+  } catch (const std::exception& e) {  // any failure of one image ends that image only
+    std::string msg = one_line_message(e);
+    if (msg.rfind(img_path.string(), 0) != 0 && msg.rfind(spec.image, 0) != 0) msg = spec.image + ": " + msg;
+    spdlog::error("{}", msg);
     line["ok"] = false;
-    line["error"] = e.what();
+    line["error"] = msg;
     ++failures;
   }
   line["objects"] = objs;
@@ -189,14 +196,16 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
 }
 
 int run_batch(const SegmentOptions& o) {
+  const auto [shard_i, shard_n] = o.shard.empty() ? std::pair<int, int>{0, 1} : parse_shard(o.shard);
   Pipeline pipe(o.common, o.m2n2);
   int failures = 0;
   if (o.click_file == "-") {
     const fs::path base = o.images_dir.empty() ? fs::current_path() : fs::path(o.images_dir);
     std::string text;
-    int n = 0;
+    int n = 0, index = -1;
     while (std::getline(std::cin, text)) {
       if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+      if (++index % shard_n != shard_i) continue;  // another shard's line
       ImageSpec spec = parse_click_line(text);
       if (spec.image.empty() && !spec.error.empty()) spec.image = "<line " + std::to_string(n + 1) + ">";
       auto line = process_entry(spec, o, base, pipe, failures);
@@ -219,6 +228,12 @@ int run_batch(const SegmentOptions& o) {
     throw UsageError(e.what());
   }
   const fs::path base = o.images_dir.empty() ? fs::absolute(o.click_file).parent_path() : fs::path(o.images_dir);
+  if (shard_n > 1) {  // every N-th image entry from I, in file order
+    std::vector<ImageSpec> mine;
+    for (size_t i = 0; i < specs.size(); ++i)
+      if (static_cast<int>(i % shard_n) == shard_i) mine.push_back(std::move(specs[i]));
+    specs.swap(mine);
+  }
   Progress bar(static_cast<int>(specs.size()), !o.common.quiet, "segment");
   int done = 0;
   for (const auto& spec : specs) {
@@ -246,8 +261,9 @@ int run_single(const SegmentOptions& o) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   double att_s = 0;
-  auto op = pipe.prepare(li.rgb, &att_s);
-  Segmenter seg(li.rgb, op, pipe.params());
+  const cv::Mat work = fit_max_side(li.rgb, pipe.params().max_side);
+  auto op = pipe.prepare(work, &att_s, o.image);
+  Segmenter seg(work, op, pipe.params(), li.rgb.size());
   auto res = seg.segment(clicks);
   write_png_atomic(o.out, res.mask);
   nlohmann::json j = {{"image", o.image}, {"mask", o.out}, {"area", cv::countNonZero(res.mask)},
@@ -282,6 +298,7 @@ void register_segment(CLI::App& app, int& code) {
   sub->add_flag("--soft", o->soft, "Also write the distance map (16-bit PNG, 32768 = boundary)");
   sub->add_flag("--overlay", o->overlay, "Also write a picture of the mask and clicks over the image");
   sub->add_flag("--overwrite", o->overwrite, "Replace existing masks (batch form)");
+  sub->add_option("--shard", o->shard, "Process only image entries I, I+N, I+2N ... (I/N, 0-based; batch form), e.g. $SLURM_ARRAY_TASK_ID/64");
   add_common(sub, o->common);
   add_m2n2_flags(sub, o->m2n2);
   sub->callback([o, &code]() {
@@ -289,6 +306,7 @@ void register_segment(CLI::App& app, int& code) {
       setup(o->common);
       if (!o->click_file.empty() && !o->image.empty()) throw UsageError("segment: use either --image/--click or --clicks, not both");
       if (!o->click_file.empty()) return run_batch(*o);
+      if (!o->shard.empty()) throw UsageError("segment: --shard needs the batch form (--clicks FILE)");
       if (o->image.empty()) throw UsageError("segment: give --image IMG --click X,Y,+ or --clicks FILE");
       return run_single(*o);
     });

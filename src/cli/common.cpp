@@ -30,10 +30,12 @@ M2N2Params M2N2Flags::params(Device device) const {
   p.scoring.use_edge = !no_edge;
   p.scoring.use_pos = !no_pos;
   p.scoring.use_neg = !no_neg;
-  if (!(temperature > 0)) throw UsageError("--temperature must be > 0");
-  if (ipf_iterations < 0) throw UsageError("--ipf-iterations must be >= 0");
+  p.max_side = max_side;
+  if (max_side != 0) check_range("--max-side", max_side, 16, 1 << 16);
+  if (!(temperature > 0) || !std::isfinite(temperature)) throw UsageError("--temperature must be a finite number > 0");
+  check_range("--ipf-iterations", ipf_iterations, 0, 100000);
+  check_range("--max-iterations", max_iterations, 1, 100000);
   if (!(markov_threshold > 0 && markov_threshold < 1)) throw UsageError("--markov-threshold must be in (0, 1)");
-  if (max_iterations < 1) throw UsageError("--max-iterations must be >= 1");
   if (!(jbu_spatial_sigma > 0) || !(jbu_range_sigma > 0)) throw UsageError("--jbu-spatial-sigma and --jbu-range-sigma must be > 0");
   if (!(max_area > 0 && max_area <= 1)) throw UsageError("--max-area must be in (0, 1]");
   return p;
@@ -69,6 +71,10 @@ void add_m2n2_flags(CLI::App* app, M2N2Flags& f) {
   app->add_flag("--no-edge", f.no_edge, "Drop the boundary gradient term")->group(g);
   app->add_flag("--no-pos", f.no_pos, "Drop the positive clicks term")->group(g);
   app->add_flag("--no-neg", f.no_neg, "Drop the negative clicks term")->group(g);
+  app->add_option("--max-side", f.max_side,
+                  "Segment images larger than this at this longer side (attention, upsampling, scoring); masks at full size. 0 = off")
+      ->capture_default_str()
+      ->group(g);
   app->add_option("--precision", f.precision, "Operator storage on CUDA: fp32, fp16 or bf16 (CPU is always fp32)")
       ->capture_default_str()
       ->group(g);
@@ -86,7 +92,7 @@ void setup(const CommonOptions& o) {
   if (level == spdlog::level::off && o.log_level != "off")
     throw UsageError("--log-level: unknown level '" + o.log_level + "'");
   spdlog::set_level(o.quiet ? spdlog::level::err : level);
-  if (o.threads < 0) throw UsageError("--threads must be >= 0");
+  check_range("--threads", o.threads, 0, 4096);
   set_num_threads(o.threads);
 }
 
@@ -108,7 +114,7 @@ Pipeline::Pipeline(const CommonOptions& o, const M2N2Flags& f)
     throw UsageError(e.what());
   }
   params_ = f.params(dev);
-  SourceOptions so;
+  SourceOptions& so = source_options_;
   so.device = dev;
   so.grid = o.grid;
   so.max_memory_bytes = max_memory_bytes(o);
@@ -123,16 +129,54 @@ Pipeline::Pipeline(const CommonOptions& o, const M2N2Flags& f)
 
 Attention Pipeline::attention(const cv::Mat& rgb) { return cache_.get(*source_, rgb); }
 
-std::shared_ptr<const MarkovOperator> Pipeline::prepare(const cv::Mat& rgb, double* seconds) {
-  const auto t0 = std::chrono::steady_clock::now();
-  Attention att = attention(rgb);
+std::shared_ptr<const MarkovOperator> Pipeline::build(const cv::Mat& rgb, AttentionSource& source,
+                                                      const M2N2Params& params, const std::string& name) {
+  inject_fault(name, params.op.device == Device::Cpu);
+  Attention att = cache_.get(source, rgb);
   AttentionMap m = combine_for_m2n2(att);
+  att = Attention();  // the combined map is all the operator needs
   check_memory(operator_memory_bytes(m.tokens()), max_memory_bytes(opt_),
                "the Markov operator of a " + std::to_string(m.h) + "x" + std::to_string(m.w) + " grid",
                "use a smaller grid (--grid, or export at a lower attention resolution)");
-  auto op = std::make_shared<MarkovOperator>(m, params_.op);
+  return std::make_shared<MarkovOperator>(m, params.op);
+}
+
+std::shared_ptr<const MarkovOperator> Pipeline::prepare(const cv::Mat& rgb, double* seconds, const std::string& name) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::shared_ptr<const MarkovOperator> op;
+  try {
+    op = build(rgb, *source_, params_, name);
+  } catch (const MemoryError&) {
+    throw;  // our own estimate: the same for every image, and no device will do better
+  } catch (const std::exception& e) {
+    if (opt_.device != "auto" || !is_out_of_memory(e) || dynamic_cast<const std::bad_alloc*>(&e)) throw;
+    // Out of GPU memory: everything of this attempt is freed by now; once more on the CPU.
+    spdlog::warn("{}: {}; retrying this image on the CPU", name.empty() ? "image" : name, one_line_message(e));
+    if (!cpu_source_) {
+      SourceOptions so = source_options_;
+      so.device = Device::Cpu;
+      cpu_source_ = make_source(opt_.source, so);
+    }
+    M2N2Params p = params_;
+    p.op.device = Device::Cpu;
+    op = build(rgb, *cpu_source_, p, name);
+  }
   if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return op;
+}
+
+void check_range(const char* flag, long long value, long long lo, long long hi) {
+  if (value < lo || value > hi)
+    throw UsageError(std::string(flag) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
+                     std::to_string(value));
+}
+
+std::pair<int, int> parse_shard(const std::string& s, const char* flag) {
+  int i = 0, n = 1;
+  char tail = 0;
+  if (std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &tail) != 2 || n < 1 || i < 0 || i >= n)
+    throw UsageError(std::string(flag) + ": expected I/N with 0 <= I < N, got '" + s + "'");
+  return {i, n};
 }
 
 Click parse_click(const std::string& s) {
@@ -205,7 +249,7 @@ int guarded(const std::function<int()>& body) {
     spdlog::error("{}", e.what());
     return kSomeFailed;
   } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", one_line_message(e));
     return kSomeFailed;
   }
 }

@@ -45,6 +45,7 @@ struct M2N2Flags {
   float max_area = 0.4f;
   bool no_prior = false, no_edge = false, no_pos = false, no_neg = false;
   std::string precision = "fp32";
+  int max_side = 0;
   M2N2Params params(Device device) const;
 };
 
@@ -59,17 +60,27 @@ class Pipeline {
  public:
   Pipeline(const CommonOptions& o, const M2N2Flags& f);
   Attention attention(const cv::Mat& rgb);
-  std::shared_ptr<const MarkovOperator> prepare(const cv::Mat& rgb, double* seconds = nullptr);
+  // Attention and operator of one image. `name` (the image) is used in messages. With
+  // --device auto, an out-of-memory failure on the GPU is retried once on the CPU.
+  std::shared_ptr<const MarkovOperator> prepare(const cv::Mat& rgb, double* seconds = nullptr,
+                                                const std::string& name = "");
   const M2N2Params& params() const { return params_; }
   std::string source_id() const { return source_->id(); }
   AttentionCache& cache() { return cache_; }
 
  private:
+  std::shared_ptr<const MarkovOperator> build(const cv::Mat& rgb, AttentionSource& source, const M2N2Params& params,
+                                              const std::string& name);
   CommonOptions opt_;
   M2N2Params params_;
+  SourceOptions source_options_;
   std::unique_ptr<AttentionSource> source_;
+  std::unique_ptr<AttentionSource> cpu_source_;  // made on the first CPU retry
   AttentionCache cache_;
 };
+
+// "I/N" -> shard I of N (0 <= I < N); throws UsageError naming `flag`.
+std::pair<int, int> parse_shard(const std::string& s, const char* flag = "--shard");
 
 // "X,Y,+" / "X,Y,-" (also "pos"/"neg"/"1"/"0").
 Click parse_click(const std::string& s);
@@ -92,6 +103,8 @@ class Progress {
 };
 
 bool stderr_is_tty();
+// Range check of an integer flag: throws UsageError "FLAG must be in LO..HI, got V".
+void check_range(const char* flag, long long value, long long lo, long long hi);
 // Runs a subcommand body, mapping exceptions to messages and exit codes.
 int guarded(const std::function<int()>& body);
 

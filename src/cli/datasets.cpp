@@ -1,6 +1,7 @@
 #include "datasets.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
 
@@ -22,7 +23,7 @@ namespace {
 
 bool is_image_file(const fs::path& p) {
   std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp" || e == ".tif" || e == ".tiff" || e == ".webp";
 }
 
@@ -104,14 +105,29 @@ std::vector<Instance> read_dataset(const std::string& dataset, const std::string
                                                            : parse_coco(read_file(dataset), dataset, images);
   std::sort(out.begin(), out.end(), [](const Instance& a, const Instance& b) {
     // numeric ids in numeric order, then lexicographic
-    if (a.id.size() != b.id.size() && std::all_of(a.id.begin(), a.id.end(), ::isdigit) &&
-        std::all_of(b.id.begin(), b.id.end(), ::isdigit))
+    const auto digit = [](unsigned char c) { return std::isdigit(c) != 0; };
+    if (a.id.size() != b.id.size() && std::all_of(a.id.begin(), a.id.end(), digit) &&
+        std::all_of(b.id.begin(), b.id.end(), digit))
       return a.id.size() < b.id.size();
     return a.id < b.id;
   });
   for (size_t i = 1; i < out.size(); ++i)
     if (out[i].id == out[i - 1].id) throw Error(dataset + ": duplicate instance id " + out[i].id);
   return out;
+}
+
+std::vector<std::vector<Instance>> group_by_image(const std::vector<Instance>& instances) {
+  std::vector<std::vector<Instance>> groups;
+  std::map<std::string, size_t> index;
+  for (const auto& in : instances) {
+    auto it = index.find(in.image_path);
+    if (it == index.end()) {
+      it = index.emplace(in.image_path, groups.size()).first;
+      groups.emplace_back();
+    }
+    groups[it->second].push_back(in);
+  }
+  return groups;
 }
 
 GroundTruth load_ground_truth(const Instance& in) {

@@ -33,6 +33,9 @@ std::vector<Instance> read_dataset(const std::string& dataset, const std::string
 std::vector<Instance> parse_coco(const std::string& text, const std::filesystem::path& json_path,
                                  const std::string& images_dir);
 GroundTruth load_ground_truth(const Instance& inst);
+// Instances grouped by image (images in order of their first instance, instances in
+// their given order), so that one image's attention serves all its instances.
+std::vector<std::vector<Instance>> group_by_image(const std::vector<Instance>& instances);
 MaskConvention parse_convention(const std::string& s);  // grabcut | davis
 
 }  // namespace m2n2::cli

@@ -57,3 +57,15 @@ coco = {
         {"id": 11, "image_id": 2, "segmentation": [[20, 20, 60, 22, 58, 60, 22, 58]]}],
 }
 json.dump(coco, open(f"{out}/coco/instances.json", "w"))
+
+# COCO with one image's annotations interleaved with another's (ids 20..23): eval must
+# still compute each image's attention once, and shard by image.
+inter = {
+    "images": coco["images"],
+    "annotations": [
+        {"id": 20, "image_id": 1, "segmentation": {"size": list(m0.shape), "counts": counts}},
+        {"id": 21, "image_id": 2, "segmentation": [[20, 20, 60, 22, 58, 60, 22, 58]]},
+        {"id": 22, "image_id": 1, "segmentation": [[10, 10, 40, 10, 40, 40, 10, 40]]},
+        {"id": 23, "image_id": 2, "segmentation": [[30, 30, 50, 30, 50, 50, 30, 50]]}],
+}
+json.dump(inter, open(f"{out}/coco/interleaved.json", "w"))

@@ -4,9 +4,11 @@
 #include "m2n2/error.hpp"
 
 namespace m2n2::detail {
+#ifndef M2N2_FUZZ_HAS_DEFAULT_SOURCE
 std::unique_ptr<AttentionSource> make_default_source(const std::string&, const SourceOptions&) {
   throw Error("not in fuzz builds");
 }
+#endif
 std::unique_ptr<AttentionSource> make_file_source(const std::string&, const SourceOptions&) {
   throw Error("not in fuzz builds");
 }
