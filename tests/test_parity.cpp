@@ -52,7 +52,16 @@ float max_abs_diff(const float* a, const float* b, size_t n) {
 struct Tolerance {
   float doubly_stochastic = 1e-5f, markov = 1e-2f, distance = 1e-3f;
   double mask_iou = 0.995;
+  // Reduced precision: at most this fraction of tokens (pixels) may exceed the fp32
+  // tolerance of 1e-2 steps (1e-3); every one stays within `markov` (`distance`).
+  double markov_fraction = 0, distance_fraction = 0;
 };
+
+double fraction_above(const float* a, const float* b, size_t n, float tol) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; ++i) k += std::fabs(a[i] - b[i]) > tol;
+  return n ? static_cast<double>(k) / n : 0.0;
+}
 
 void check_parity(const std::string& case_dir, Device device, Precision precision, const Tolerance& tol) {
   const fs::path dir(case_dir);
@@ -114,11 +123,16 @@ void check_parity(const std::string& case_dir, Device device, Precision precisio
     ASSERT_EQ(static_cast<int64_t>(low.total()), mm.size());
     const float md = max_abs_diff(low.ptr<float>(), mm.data.data(), low.total());
     EXPECT_LE(md, tol.markov) << "Markov-map, step " << step;
+    EXPECT_LE(fraction_above(low.ptr<float>(), mm.data.data(), low.total(), 1e-2f), tol.markov_fraction)
+        << "Markov-map tokens off by more than 1e-2, step " << step;
     const NpyArray dd = read_case_npy(dir / s["distance"].get<std::string>());
     const cv::Mat d = seg.distance_map(px);
     ASSERT_EQ(static_cast<int64_t>(d.total()), dd.size());
     const float dist = max_abs_diff(d.ptr<float>(), dd.data.data(), d.total());
     EXPECT_LE(dist, tol.distance) << "distance map, step " << step;
+    if (tol.distance > 1e-3f)
+      EXPECT_LE(fraction_above(d.ptr<float>(), dd.data.data(), d.total(), 1e-3f), tol.distance_fraction)
+          << "distance pixels off by more than 1e-3, step " << step;
     const cv::Mat ref = read_mask((dir / s["mask_after"].get<std::string>()).string());
     const cv::Mat mask = seg.segment(clicks).mask;
     const double v = iou(mask, ref);
@@ -148,19 +162,24 @@ TEST_P(Parity, MatchesReferenceOnCuda) {
 
 // fp16/bf16 storage of K: the balancing is fp32, so the operator stays doubly stochastic to
 // about the storage precision, but single tokens may cross the Markov threshold at another step
-// (bf16 moved one token of synthetic_1_0 by 48 steps on an H100). Masks are what must hold:
-// measured there, the lowest step IoU was 0.9978 (fp16) and 0.9948 (bf16).
+// (bf16 moved one token of synthetic_1_0 by 48 steps on an H100). Measured there: lowest step
+// IoU 0.9978 (fp16) and 0.9948 (bf16), doubly-stochastic error 7.0e-5 / 5.5e-4, distance
+// error 1.0e-3 (fp16) and 0.13 (bf16, following the moved tokens). The bounds below are those
+// figures with headroom, and the moved-token effect is bounded by how many tokens and pixels
+// it may touch rather than by its largest value.
 TEST_P(Parity, ReducedPrecisionOnCudaKeepsTheMasks) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   Tolerance half;
-  half.doubly_stochastic = 5e-4f;  // measured at most 7.0e-5
-  half.markov = 1e9f;
-  half.distance = 1e-2f;  // measured at most 1.0e-3
+  half.doubly_stochastic = 5e-4f;
+  half.markov = 64.0f;  // one moved token: 48 steps measured
+  half.markov_fraction = 0.02;  // tokens off by more than 1e-2 steps
+  half.distance = 1e-2f;
   half.mask_iou = 0.99;
   check_parity(GetParam(), Device::Cuda, Precision::Float16, half);
   Tolerance bf = half;
-  bf.doubly_stochastic = 5e-3f;  // measured at most 5.5e-4
-  bf.distance = 1e9f;            // follows the moved tokens (0.13 on synthetic_1_0)
+  bf.doubly_stochastic = 5e-3f;
+  bf.distance = 0.25f;            // 0.13 measured
+  bf.distance_fraction = 0.02;    // pixels off by more than 1e-3
   check_parity(GetParam(), Device::Cuda, Precision::BFloat16, bf);
 }
 

@@ -17,5 +17,13 @@ assert np.abs(a - b).max() < 1e-6, np.abs(a - b).max()
 assert np.allclose(a.reshape(64, 64).sum(1), 1, atol=1e-4)"
 expect_ok $M2N2 segment --image $IMG --source torchscript:$ROOT/models/tiny-test-attention.pt --device cpu \
   --click 250,110,+ --click 40,40,- --out $TMP/m.png --no-cache
-check "fixture mask written" test -s $TMP/m.png
+# Known answer: the committed mask this fixture gives on the kite with these clicks
+# (tests/data/known/fixture_kite.png); any change of the operator, the upsampling or the
+# merge moves it. The clicked pixels alone (always forced) would give IoU ~0.
+check "fixture mask equals the known answer" /usr/bin/python3 -c "
+import cv2, numpy as np
+a = cv2.imread('$TMP/m.png', 0) > 0; b = cv2.imread('$ROOT/tests/data/known/fixture_kite.png', 0) > 0
+assert a.shape == b.shape and b.sum() > 1000, (a.shape, b.shape, b.sum())
+iou = (a & b).sum() / (a | b).sum()
+assert iou >= 0.999, iou"
 finish
