@@ -60,6 +60,7 @@ class Segmenter {
 
   int rows() const { return full_.height; }
   int cols() const { return full_.width; }
+  cv::Size working_size() const { return rgb_.size(); }
 
   // The grid Markov-map of a point (iteration counts), h×w CV_32F.
   const cv::Mat& lowres_markov_map(cv::Point p);

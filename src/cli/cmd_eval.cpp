@@ -265,7 +265,6 @@ int run_eval(const EvalOptions& o) {
   }
   // One image at a time: its operator and per-point maps are shared by its instances.
   std::string cur_image;
-  std::shared_ptr<const MarkovOperator> op;
   std::unique_ptr<Segmenter> seg;
   cv::Mat rgb;
   double att_seconds = 0;
@@ -281,12 +280,9 @@ int run_eval(const EvalOptions& o) {
       double this_att = 0;
       if (inst.image_path != cur_image) {
         seg.reset();
-        op.reset();
         cur_image = inst.image_path;
         rgb = read_rgb(inst.image_path).rgb;
-        const cv::Mat work = fit_max_side(rgb, pipe.params().max_side);
-        op = pipe.prepare(work, &att_seconds, inst.image_path);
-        seg = std::make_unique<Segmenter>(work, op, pipe.params(), rgb.size());
+        seg = pipe.session(rgb, &att_seconds, inst.image_path);
         this_att = att_seconds;
       }
       if (!seg) throw Error(inst.image_path + ": this image failed for an earlier instance");

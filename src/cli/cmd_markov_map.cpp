@@ -52,10 +52,8 @@ void register_markov_map(CLI::App& app, int& code) {
       if (p.x < 0 || p.y < 0 || p.x >= li.rgb.cols || p.y >= li.rgb.rows)
         throw UsageError(o->image + ": --point " + o->point + " is outside the " + std::to_string(li.rgb.cols) + "x" +
                          std::to_string(li.rgb.rows) + " image");
-      const cv::Mat work = fit_max_side(li.rgb, pipe.params().max_side);
-      auto op = pipe.prepare(work, nullptr, o->image);
-      Segmenter seg(work, op, pipe.params(), li.rgb.size());
-      cv::Mat m = o->lowres ? seg.lowres_markov_map(p) : seg.distance_map(p);
+      auto seg = pipe.session(li.rgb, nullptr, o->image);
+      cv::Mat m = o->lowres ? seg->lowres_markov_map(p) : seg->distance_map(p);
       m = m.clone();
       write_npy(o->npy, m.ptr<float>(), {m.rows, m.cols});
       if (!o->png.empty()) write_png_atomic(o->png, heatmap_png(m));

@@ -137,12 +137,11 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
       fs::create_directories(out_dir, ec);
       if (ec || !fs::is_directory(out_dir)) throw Error(out_dir.string() + ": cannot create output folder (" + ec.message() + ")");
       double att_s = 0;
-      const cv::Mat work = fit_max_side(li.rgb, pipe.params().max_side);
-      auto op = pipe.prepare(work, &att_s, spec.image);
-      line["attention_ms"] = att_s * 1000.0;
-      if (work.size() != li.rgb.size()) line["working_size"] = {work.cols, work.rows};
       // One segmenter per image: the per-click maps are shared between objects.
-      Segmenter seg(work, op, pipe.params(), li.rgb.size());
+      auto session = pipe.session(li.rgb, &att_s, spec.image);
+      Segmenter& seg = *session;
+      line["attention_ms"] = att_s * 1000.0;
+      if (seg.working_size() != li.rgb.size()) line["working_size"] = {seg.working_size().width, seg.working_size().height};
       std::vector<cv::Point> all;
       for (const auto* os : todo)
         for (const auto& c : os->clicks) all.push_back(click_pixel(c));
@@ -261,10 +260,7 @@ int run_single(const SegmentOptions& o) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   double att_s = 0;
-  const cv::Mat work = fit_max_side(li.rgb, pipe.params().max_side);
-  auto op = pipe.prepare(work, &att_s, o.image);
-  Segmenter seg(work, op, pipe.params(), li.rgb.size());
-  auto res = seg.segment(clicks);
+  auto res = pipe.session(li.rgb, &att_s, o.image)->segment(clicks);
   write_png_atomic(o.out, res.mask);
   nlohmann::json j = {{"image", o.image}, {"mask", o.out}, {"area", cv::countNonZero(res.mask)},
                       {"width", li.rgb.cols}, {"height", li.rgb.rows}, {"attention_ms", att_s * 1000.0}};

@@ -165,6 +165,12 @@ std::shared_ptr<const MarkovOperator> Pipeline::prepare(const cv::Mat& rgb, doub
   return op;
 }
 
+std::unique_ptr<Segmenter> Pipeline::session(const cv::Mat& rgb, double* seconds, const std::string& name) {
+  const cv::Mat work = fit_max_side(rgb, params_.max_side);
+  auto op = prepare(work, seconds, name);
+  return std::make_unique<Segmenter>(work, op, params_, rgb.size());
+}
+
 void check_range(const char* flag, long long value, long long lo, long long hi) {
   if (value < lo || value > hi)
     throw UsageError(std::string(flag) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +

@@ -64,6 +64,9 @@ class Pipeline {
   // --device auto, an out-of-memory failure on the GPU is retried once on the CPU.
   std::shared_ptr<const MarkovOperator> prepare(const cv::Mat& rgb, double* seconds = nullptr,
                                                 const std::string& name = "");
+  // The M2N2 session of one image: its working copy (--max-side), attention, operator
+  // and segmenter, which answers at the image's full size.
+  std::unique_ptr<Segmenter> session(const cv::Mat& rgb, double* seconds = nullptr, const std::string& name = "");
   const M2N2Params& params() const { return params_; }
   std::string source_id() const { return source_->id(); }
   AttentionCache& cache() { return cache_; }
