@@ -1,19 +1,39 @@
 """Self-attention capture shared by scripts/export_sd_attention.py (Stable Diffusion)
-and scripts/make_test_model.py (the tiny test fixture), so that both exercise the
-same code path.
+and scripts/make_test_model.py (the hand-made test fixture).
 
-The probabilities are recomputed from each `attn1` module's own weights
-(to_q, to_k, heads, scale) in a forward pre-hook, so the capture does not depend on
-which attention processor diffusers runs (fused kernels never materialise them)
-and uses only ops that LibTorch 1.13 can load (no scaled_dot_product_attention).
+Two ways in, one average:
+
+* `DiffusersCapture` (Stable Diffusion): replaces `get_attention_scores` of every
+  diffusers `Attention` module of the UNet and the VAE with `scores_like_diffusers`,
+  the same numerics as diffusers' own (`upcast_attention` computes the scores in
+  fp32, the scale is applied inside the batched matmul as baddbmm's alpha, softmax
+  in fp32 when `upcast_softmax`, probabilities in the model's dtype), minus the
+  `torch.empty` buffer whose device a trace bakes in. The probabilities recorded are
+  the ones the UNet itself uses (nothing is recomputed beside it), averaged over
+  heads one head at a time in fp32 (no fp32 copy of all heads: at grid 128 that copy
+  alone is 5-8 GiB).
+* `AttentionCapture` (any module with to_q/to_k/heads/scale): a forward pre-hook
+  that recomputes the probabilities from the module's own weights.
+
+Both use only ops that LibTorch 1.13 can load (no scaled_dot_product_attention).
 """
 import json
 
 import torch
 
 
+def head_average(probs, heads):
+    """(B*heads, N, M) probabilities in any dtype -> (B, N, M) fp32 mean over heads."""
+    bh, n, m = probs.shape
+    p = probs.reshape(bh // heads, heads, n, m)
+    acc = p[:, 0].to(dtype=torch.float32, copy=True)  # a copy even in fp32: the UNet still reads probs
+    for h in range(1, heads):
+        acc.add_(p[:, h])
+    return acc.div_(heads)
+
+
 def attention_probs(module, hidden_states):
-    """softmax(Q Kᵀ · scale) averaged over heads: (B, N, N), fp32."""
+    """softmax(Q Kᵀ · scale) averaged over heads: (B, N, N), fp32 (for AttentionCapture)."""
     q = module.to_q(hidden_states)
     k = module.to_k(hidden_states)
     b, n, c = q.shape
@@ -21,11 +41,71 @@ def attention_probs(module, hidden_states):
     d = c // h
     q = q.reshape(b, n, h, d).permute(0, 2, 1, 3)
     k = k.reshape(b, n, h, d).permute(0, 2, 1, 3)
-    scale = float(module.scale)
-    # Softmax in the model's dtype (fp16 on GPU, as the M2N2 reference does), then
-    # the mean over heads in fp32.
-    probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
+    probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * float(module.scale), dim=-1)
     return probs.float().mean(dim=1)
+
+
+def scores_like_diffusers(attn, query, key, attention_mask=None):
+    """diffusers' Attention.get_attention_scores, device-neutral.
+
+    diffusers passes `torch.empty(..., device=query.device)` as baddbmm's input with
+    beta = 0 (with a mask: the mask, beta = 1). In a trace that device becomes a
+    constant, so a CUDA-traced archive cannot run on a CPU-only LibTorch. Here the
+    ignored input is a 1×1×1 view of the query instead (broadcast, never read with
+    beta = 0, and defined memory if a kernel did read it): same product, same alpha,
+    same softmax, and no device in the graph.
+    """
+    dtype = query.dtype
+    if attn.upcast_attention:
+        query = query.float()
+        key = key.float()
+    if attention_mask is None:
+        base, beta = query[:1, :1, :1], 0
+    else:
+        base, beta = attention_mask, 1
+    scores = torch.baddbmm(base, query, key.transpose(-1, -2), beta=beta, alpha=attn.scale)
+    if attn.upcast_softmax:
+        scores = scores.float()
+    probs = scores.softmax(dim=-1)
+    return probs.to(dtype)
+
+
+def diffusers_attention_modules(model):
+    from diffusers.models.attention_processor import Attention
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, Attention)]
+
+
+class DiffusersCapture:
+    """Switches every diffusers Attention of `models` to the classic AttnProcessor with
+    `scores_like_diffusers`, and records the head-averaged probabilities of the
+    self-attention (attn1) of the named transformer blocks of `unet`."""
+
+    def __init__(self, unet, layer_names, others=()):
+        from diffusers.models.attention_processor import AttnProcessor
+
+        self.layer_names = list(layer_names)
+        self.maps = {}
+        wanted = {name + ".transformer_blocks.0.attn1": name for name in self.layer_names}
+        found = set()
+        for model in (unet,) + tuple(others):
+            for name, module in diffusers_attention_modules(model):
+                module.set_processor(AttnProcessor())
+                layer = wanted.get(name) if model is unet else None
+                module.get_attention_scores = self._scores(module, layer)
+                if layer is not None:
+                    found.add(layer)
+        missing = [n for n in self.layer_names if n not in found]
+        if missing:
+            raise KeyError("no self-attention layer named " + ", ".join(missing))
+
+    def _scores(self, module, layer):
+        def scores(query, key, attention_mask=None):
+            probs = scores_like_diffusers(module, query, key, attention_mask)
+            if layer is not None:
+                self.maps[layer] = head_average(probs, module.heads)[0]
+            return probs
+        return scores
 
 
 class AttentionCapture:
@@ -52,8 +132,24 @@ class AttentionCapture:
             h.remove()
 
 
-def metadata(model_id, input_size, timestep, layers, grids, weights, dtype):
-    return json.dumps({
+def device_constants(traced):
+    """Device constants left in a traced module's graph (empty = device-neutral)."""
+    found = []
+
+    def walk(block):
+        for node in block.nodes():
+            if node.kind() == "prim::Constant" and node.outputsSize() == 1 and \
+                    str(node.output().type()) == "Device":
+                found.append(str(node).strip())
+            for b in node.blocks():
+                walk(b)
+
+    walk(traced.inlined_graph)
+    return found
+
+
+def metadata(model_id, input_size, timestep, layers, grids, weights, dtype, **extra):
+    meta = {
         "format": "m2n2-attention/1",
         "model_id": model_id,
         "input_size": list(input_size),
@@ -61,4 +157,6 @@ def metadata(model_id, input_size, timestep, layers, grids, weights, dtype):
         "timestep": timestep,
         "dtype": dtype,
         "layers": [{"name": n, "grid": list(g), "weight": w} for n, g, w in zip(layers, grids, weights)],
-    })
+    }
+    meta.update(extra)
+    return json.dumps(meta)

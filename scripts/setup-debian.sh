@@ -9,7 +9,9 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config \
   libtorch-dev libopencv-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libgtest-dev libbenchmark-dev zlib1g-dev \
-  libopenblas0-pthread python3 python3-torch python3-numpy python3-opencv > /dev/null
+  libopenblas0-pthread python3 python3-torch python3-numpy python3-opencv \
+  python3-pil python3-regex python3-requests python3-filelock python3-importlib-metadata python3-tqdm \
+  python3-packaging python3-fsspec python3-yaml python3-typing-extensions > /dev/null
 # LibTorch links the system libblas.so.3: make sure it is OpenBLAS, not the
 # reference BLAS (50x slower on matrix products).
 blas=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
