@@ -48,6 +48,8 @@ class TorchScriptSource : public AttentionSource {
       input_w_ = j.at("input_size").at(1).get<int>();
       model_id_ = j.value("model_id", "unknown");
       dtype_ = j.value("dtype", "fp32");
+      traced_device_ = j.value("traced_device", "");
+      device_neutral_ = j.value("device_neutral", false);
       for (const auto& l : j.at("layers")) {
         LayerInfo li;
         li.name = l.at("name").get<std::string>();
@@ -65,6 +67,9 @@ class TorchScriptSource : public AttentionSource {
     }
     if (input_h_ <= 0 || input_w_ <= 0 || input_h_ > 8192 || input_w_ > 8192) throw Error(path + ": invalid input_size in metadata");
     if (layers_.empty()) throw Error(path + ": metadata lists no layers");
+    if (dtype_ == "fp16" && device_ == Device::Cpu)
+      throw Error(path + ": exported with --fp16, which runs only on CUDA (LibTorch's CPU kernels have no fp16 "
+                         "convolutions); use --device cuda, or re-export without --fp16 for the CPU");
     double need = 0;
     for (const auto& l : layers_) need += 4.0 * static_cast<double>(l.h * l.w) * (l.h * l.w);
     check_memory(need, opt.max_memory_bytes, path + " (attention maps)", "export at a smaller attention resolution");
@@ -86,13 +91,13 @@ class TorchScriptSource : public AttentionSource {
                        .div(255.0)
                        .contiguous();
     x = x.to(torch_device(device_));
-    c10::IValue out;
-    try {
-      torch::NoGradGuard ng;
-      out = module_.forward({x});
-    } catch (const c10::Error& e) {
-      std::string what = e.what_without_backtrace();
-      throw Error(path_ + ": model failed to run (" + what.substr(0, what.find('\n')) + ")");
+    c10::IValue out = run(x);
+    if (!all_finite(out)) {
+      // Seen with archives of the older export script on Debian's LibTorch 1.13 (CPU):
+      // a rare all-NaN output that a second run of the same input does not repeat.
+      // Once more, and say so; a second non-finite output is rejected below.
+      if (opt_.warn) opt_.warn(path_ + ": the network returned non-finite attention; running it once more");
+      out = run(x);
     }
     if (!out.isGenericDict()) throw Error(path_ + ": model output is not a dict of attention maps");
     auto dict = out.toGenericDict();
@@ -120,12 +125,44 @@ class TorchScriptSource : public AttentionSource {
   }
 
  private:
+  c10::IValue run(const at::Tensor& x) {
+    try {
+      torch::NoGradGuard ng;
+      return module_.forward({x});
+    } catch (const c10::Error& e) {
+      std::string what = e.what_without_backtrace();
+      what = what.substr(0, what.find('\n'));
+      std::string hint;
+      if (what.find("device") != std::string::npos || what.find("CUDA") != std::string::npos) {
+        hint = device_neutral_ ? ""
+                               : "; the archive may be tied to the device it was traced on" +
+                                     (traced_device_.empty() ? std::string() : " (" + traced_device_ + ")") +
+                                     ": re-export it with the current scripts/export_sd_attention.py, "
+                                     "whose archives run on the CPU and on CUDA";
+      }
+      throw Error(path_ + ": model failed to run (" + what + ")" + hint);
+    }
+  }
+
+  // Checked where the tensors live (on the GPU for a CUDA run): one flag per layer.
+  bool all_finite(const c10::IValue& out) const {
+    if (!out.isGenericDict()) return true;  // reported by the caller
+    auto dict = out.toGenericDict();
+    for (const auto& l : layers_) {
+      auto it = dict.find(l.name);
+      if (it == dict.end() || !it->value().isTensor()) continue;
+      if (!at::isfinite(it->value().toTensor()).all().item<bool>()) return false;
+    }
+    return true;
+  }
+
   std::string path_;
   SourceOptions opt_;
   Device device_ = Device::Cpu;
   torch::jit::Module module_;
   int input_h_ = 0, input_w_ = 0;
-  std::string model_id_, dtype_;
+  std::string model_id_, dtype_, traced_device_;
+  bool device_neutral_ = false;
   std::vector<LayerInfo> layers_;
   nlohmann::json meta_;
 };

@@ -1,5 +1,6 @@
 // m2n2 — self-attention maps and the interface every attention source implements.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +43,9 @@ struct SourceOptions {
   Device device = Device::Auto;
   int grid = 0;                 // default source: token grid (0 = its default)
   double max_memory_bytes = 0;  // 0 = use what the system reports as available
+  // Receives the one-line warnings of a source (e.g. a network output that was
+  // recomputed); the core never prints. Empty = dropped.
+  std::function<void(const std::string&)> warn;
 };
 
 class AttentionSource {

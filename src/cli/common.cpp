@@ -118,6 +118,7 @@ Pipeline::Pipeline(const CommonOptions& o, const M2N2Flags& f)
   so.device = dev;
   so.grid = o.grid;
   so.max_memory_bytes = max_memory_bytes(o);
+  so.warn = [](const std::string& message) { spdlog::warn("{}", message); };
   try {
     source_ = make_source(o.source, so);
   } catch (const MemoryError&) {
