@@ -2,6 +2,7 @@
 // scripts/export_sd_attention.py (or the tiny test fixture), loaded by LibTorch.
 #include <torch/script.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -73,13 +74,20 @@ class TorchScriptSource : public AttentionSource {
     double need = 0;
     for (const auto& l : layers_) need += 4.0 * static_cast<double>(l.h * l.w) * (l.h * l.w);
     check_memory(need, opt.max_memory_bytes, path + " (attention maps)", "export at a smaller attention resolution");
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    const auto mtime = std::filesystem::last_write_time(path, ec);
+    file_stamp_ = std::to_string(size) + "@" + std::to_string(mtime.time_since_epoch().count());
     module_.eval();
     // The network's dtype is fixed at export (--fp16); the input is always fp32 in [0,1].
   }
 
+  // The cache key: besides the path, everything that changes the output without
+  // changing the path — the whole metadata (layers, weights, timestep, input size,
+  // dtype), and the file's size and modification time (new weights in the same file).
   std::string id() const override {
     return "torchscript:" + path_ + "|" + model_id_ + "|" + std::to_string(input_h_) + "x" + std::to_string(input_w_) +
-           "|" + to_string(device_) + "|" + dtype_;
+           "|" + to_string(device_) + "|" + dtype_ + "|" + file_stamp_ + "|" + meta_.dump();
   }
 
   Attention compute(const cv::Mat& rgb) override {
@@ -161,7 +169,7 @@ class TorchScriptSource : public AttentionSource {
   Device device_ = Device::Cpu;
   torch::jit::Module module_;
   int input_h_ = 0, input_w_ = 0;
-  std::string model_id_, dtype_, traced_device_;
+  std::string model_id_, dtype_, traced_device_, file_stamp_;
   bool device_neutral_ = false;
   std::vector<LayerInfo> layers_;
   nlohmann::json meta_;

@@ -1,5 +1,6 @@
 """Derives test archives from a TorchScript attention fixture (test_sd_fixture.sh):
 fp16.pt (metadata says fp16), flaky.pt (non-finite output on the first call only),
+reweighted.pt (other layer weights in the metadata),
 nan.pt (non-finite output always).
 
     /usr/bin/python3 tests/cli/make_variants.py FIXTURE OUTDIR
@@ -31,3 +32,8 @@ class Flaky(torch.nn.Module):
 
 for name, bad in (("flaky", 1), ("nan", 1000)):
     torch.jit.save(torch.jit.script(Flaky(m, bad)), tmp + "/" + name + ".pt", _extra_files={"m2n2.json": json.dumps(meta)})
+
+# reweighted.pt: the same network, M2N2's layers weighted 1 / 0 instead of 0.5 / 0.5.
+weights = {"up_blocks.3.attentions.0": 1.0, "up_blocks.3.attentions.1": 0.0}
+relayered = dict(meta, layers=[dict(l, weight=weights.get(l["name"], l["weight"])) for l in meta["layers"]])
+torch.jit.save(m, tmp + "/reweighted.pt", _extra_files={"m2n2.json": json.dumps(relayered)})

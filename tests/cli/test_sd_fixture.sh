@@ -54,4 +54,17 @@ assert np.array_equal(np.load('$TMP/f.npy'), np.load('$TMP/a.npy'))"
 expect_error 1 "non-finite value" \
   $M2N2 attention --image $IMG --source torchscript:$TMP/nan.pt --npy $TMP/n.npy --no-cache --device cpu --log-level error
 check "no output after a non-finite rerun" test ! -e $TMP/n.npy
+
+# The cache key covers the metadata: rewriting the archive in place under the same name
+# (other layer weights) must not return the cached attention of the old file.
+cp $FIX $TMP/same.pt
+expect_ok $M2N2 attention --image $IMG --source torchscript:$TMP/same.pt --npy $TMP/c1.npy --cache-dir $TMP/cache --device cpu
+cp $TMP/reweighted.pt $TMP/same.pt
+expect_ok $M2N2 attention --image $IMG --source torchscript:$TMP/same.pt --npy $TMP/c2.npy --cache-dir $TMP/cache --device cpu
+expect_ok $M2N2 attention --image $IMG --source torchscript:$TMP/reweighted.pt --npy $TMP/c3.npy --no-cache --device cpu
+check "an archive rewritten under the same name is not served from the cache" /usr/bin/python3 -c "
+import numpy as np
+c1, c2, c3 = (np.load('$TMP/c%d.npy' % i) for i in (1, 2, 3))
+assert np.array_equal(c1, np.load('$TMP/a.npy'))
+assert not np.array_equal(c1, c2) and np.array_equal(c2, c3)"
 finish
