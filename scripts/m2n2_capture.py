@@ -45,24 +45,34 @@ def attention_probs(module, hidden_states):
     return probs.float().mean(dim=1)
 
 
-def scores_like_diffusers(attn, query, key, attention_mask=None):
-    """diffusers' Attention.get_attention_scores, device-neutral.
+def score_input(query, attention_mask):
+    """baddbmm's (input, beta) for the scores: the mask with beta = 1, as diffusers does,
+    or, without a mask, a broadcast zero with beta = 1 (see scores_like_diffusers)."""
+    if attention_mask is not None:
+        return attention_mask, 1
+    return query[:1, :1, :1] * 0, 1
 
-    diffusers passes `torch.empty(..., device=query.device)` as baddbmm's input with
-    beta = 0 (with a mask: the mask, beta = 1). In a trace that device becomes a
-    constant, so a CUDA-traced archive cannot run on a CPU-only LibTorch. Here the
-    ignored input is a 1×1×1 view of the query instead (broadcast, never read with
-    beta = 0, and defined memory if a kernel did read it): same product, same alpha,
-    same softmax, and no device in the graph.
+
+def scores_like_diffusers(attn, query, key, attention_mask=None):
+    """diffusers' Attention.get_attention_scores, device-neutral and deterministic.
+
+    Without a mask diffusers passes `torch.empty(..., device=query.device)` as
+    baddbmm's input with beta = 0. Two things go wrong with that in an export:
+    - in a trace the device becomes a constant, so a CUDA-traced archive cannot run
+      on a CPU-only LibTorch;
+    - torch 1.13's CPU baddbmm, for small products (contraction x rows x cols < 400,
+      e.g. a 2x2 mid block), computes beta * out + alpha * acc on its freshly
+      allocated output, so beta = 0 still turns a NaN left in that memory into NaN:
+      the intermittent all-NaN maps of tiny UNets (docs/export-nan.md).
+    Here the input is a broadcast zero derived from the query (no device constant)
+    with beta = 1: the output is first set to that zero, and 0 + alpha * acc equals
+    diffusers' alpha * acc exactly.
     """
     dtype = query.dtype
     if attn.upcast_attention:
         query = query.float()
         key = key.float()
-    if attention_mask is None:
-        base, beta = query[:1, :1, :1], 0
-    else:
-        base, beta = attention_mask, 1
+    base, beta = score_input(query, attention_mask)
     scores = torch.baddbmm(base, query, key.transpose(-1, -2), beta=beta, alpha=attn.scale)
     if attn.upcast_softmax:
         scores = scores.float()

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import export_sd_attention as export_sd  # noqa: E402
 import tiny_sd  # noqa: E402
-from m2n2_capture import device_constants, scores_like_diffusers  # noqa: E402
+from m2n2_capture import device_constants, score_input, scores_like_diffusers  # noqa: E402
 
 R = 16  # attention grid of up_blocks.3 (input 128 x 128)
 SD_LAYERS = ["down_blocks.0.attentions.0", "down_blocks.0.attentions.1", "down_blocks.1.attentions.0",
@@ -214,6 +214,22 @@ class Export(unittest.TestCase):
         k = (torch.randn(4, 64, 8, generator=g) * 8).to(torch.bfloat16)
         late = torch.softmax(torch.bmm(q, k.transpose(-1, -2)) * attn.scale, -1)
         self.assertFalse(torch.equal(late, attn.get_attention_scores(q, k, None)))
+
+    def test_scores_do_not_read_uninitialised_output(self):
+        # torch 1.13's small-product CPU baddbmm reads its output even with beta = 0:
+        # NaN left in that memory (the allocator's choice) became an all-NaN map.
+        # `out=` stands in for the allocator here.
+        g = torch.Generator().manual_seed(3)
+        q, k = torch.rand(4, 4, 8, generator=g), torch.rand(4, 4, 8, generator=g)
+        want = 0.5 * torch.bmm(q, k.transpose(-1, -2))
+        base, beta = score_input(q, None)
+        out = torch.full((4, 4, 4), float("nan"))
+        torch.baddbmm(base, q, k.transpose(-1, -2), beta=beta, alpha=0.5, out=out)
+        self.assertTrue(torch.equal(out, want))
+        stale = torch.full((4, 4, 4), float("nan"))
+        torch.baddbmm(q[:1, :1, :1], q, k.transpose(-1, -2), beta=0, alpha=0.5, out=stale)
+        if not torch.isnan(stale).any():
+            self.skipTest("this torch's baddbmm ignores its output with beta = 0 (ours is still exact)")
 
     @unittest.skipUnless(torch.cuda.is_available(), "needs CUDA")
     def test_fp16_on_cuda_follows_diffusers(self):
