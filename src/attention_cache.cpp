@@ -1,5 +1,6 @@
 #include "m2n2/attention_cache.hpp"
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -23,6 +24,33 @@ std::string AttentionCache::default_dir() {
   if (const char* x = std::getenv("XDG_CACHE_HOME")) return std::string(x) + "/m2n2";
   if (const char* h = std::getenv("HOME")) return std::string(h) + "/.cache/m2n2";
   return ".m2n2-cache";
+}
+
+int AttentionCache::remove_stale(double min_age_seconds) {
+  cleaned_ = true;
+  if (dir_.empty()) return 0;
+  std::error_code ec;
+  fs::directory_iterator it(dir_, ec), end;
+  if (ec) return 0;
+  const auto now = fs::file_time_type::clock::now();
+  int removed = 0;
+  for (; it != end; it.increment(ec)) {
+    if (ec) break;
+    const fs::path p = it->path();
+    const std::string name = p.filename().string();
+    bool stale = false;
+    if (name.size() > 1 && name[0] == '.' && name.find(".tmp") != std::string::npos) {
+      stale = true;  // a temporary of write_file_atomic
+    } else if (p.extension() == ".npy") {
+      const auto us = name.rfind('_');  // KEY_i.npy belongs to KEY.txt
+      stale = us != std::string::npos && !fs::exists(fs::path(dir_) / (name.substr(0, us) + ".txt"), ec);
+    }
+    if (!stale) continue;
+    const auto mtime = fs::last_write_time(p, ec);
+    if (ec || std::chrono::duration<double>(now - mtime).count() < min_age_seconds) continue;
+    if (fs::remove(p, ec)) ++removed;
+  }
+  return removed;
 }
 
 namespace {
@@ -72,8 +100,10 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
   ++computed_;
   round_to_fp16(a);
   if (!dir_.empty()) {
+    if (!cleaned_) remove_stale();
     try {
       fs::create_directories(dir_, ec);
+      if (ec) throw Error(dir_ + ": " + ec.message());
       std::ostringstream idx;
       idx << id << "\n";
       for (size_t i = 0; i < a.maps.size(); ++i) {
@@ -86,8 +116,10 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
         idx << name << " " << m.h << " " << m.w << " " << m.weight << "\n";
       }
       write_file_atomic(index.string(), idx.str());  // written last: marks the entry complete
-    } catch (const Error&) {
-      // An unwritable cache never fails the computation.
+    } catch (const Error& e) {
+      // An unwritable cache never fails the computation; it is said once.
+      if (!warned_ && warn_) warn_(std::string("attention cache not written (") + e.what() + "); going on without it");
+      warned_ = true;
     }
   }
   return a;

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 
 #include <filesystem>
@@ -229,6 +230,54 @@ TEST(AttentionCache, HitReturnsTheSameTensorWithoutComputing) {
   AttentionCache none("");
   const Attention c = none.get(src, img);
   EXPECT_EQ(c.maps[0].data, a.maps[0].data);
+}
+
+TEST(AttentionCache, KilledWritersLeaveNothingALaterRunReads) {
+  cv::Mat labels;
+  const cv::Mat img = two_regions(labels);
+  CountingSource src(make_source("default:grid=16", SourceOptions{}));
+  const std::string dir = test::temp_dir();
+  AttentionCache cache(dir);
+  cache.get(src, img);  // one complete entry: KEY.txt + KEY_0.npy
+  namespace fs = std::filesystem;
+  auto touch = [&](const std::string& name) { write_file_atomic((fs::path(dir) / name).string(), "x"); };
+  touch(".abc_0.npy.tmp123");    // a temporary of a writer killed mid-file
+  touch("deadbeef-0123_0.npy");  // maps of an entry whose index never came
+  const auto old = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  fs::last_write_time(fs::path(dir) / ".abc_0.npy.tmp123", old);
+  fs::last_write_time(fs::path(dir) / "deadbeef-0123_0.npy", old);
+  touch("cafe-42_0.npy");  // as young as a writer still at work elsewhere: kept
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir)) entries += e.path().extension() == ".txt";
+  ASSERT_EQ(entries, 1);
+  AttentionCache later(dir);
+  EXPECT_EQ(later.remove_stale(), 2);
+  EXPECT_FALSE(fs::exists(fs::path(dir) / ".abc_0.npy.tmp123"));
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "deadbeef-0123_0.npy"));
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "cafe-42_0.npy"));
+  // The complete entry is untouched and still a hit.
+  const Attention a = later.get(src, img);
+  EXPECT_EQ(later.hits(), 1);
+  EXPECT_EQ(src.calls, 1);
+}
+
+TEST(AttentionCache, AnUnwritableCacheWarnsOnceAndStillComputes) {
+  const std::string file = test::temp_dir() + "/not-a-folder";
+  write_file_atomic(file, "x");
+  AttentionCache cache(file + "/cache");  // under a regular file: cannot be created, even as root
+  std::vector<std::string> warnings;
+  cache.set_warn([&](const std::string& w) { warnings.push_back(w); });
+  CountingSource src(make_source("default:grid=16", SourceOptions{}));
+  cv::Mat labels;
+  cv::Mat img = two_regions(labels);
+  const Attention a = cache.get(src, img);
+  img.at<cv::Vec3b>(0, 0)[0] ^= 1;
+  cache.get(src, img);
+  EXPECT_EQ(src.calls, 2);
+  EXPECT_FALSE(a.maps.empty());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("not-a-folder"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("going on without it"), std::string::npos) << warnings[0];
 }
 
 TEST(Sources, SpecErrors) {

@@ -114,6 +114,7 @@ Pipeline::Pipeline(const CommonOptions& o, const M2N2Flags& f)
     throw UsageError(e.what());
   }
   params_ = f.params(dev);
+  cache_.set_warn([](const std::string& message) { spdlog::warn("{}", message); });
   SourceOptions& so = source_options_;
   so.device = dev;
   so.grid = o.grid;
