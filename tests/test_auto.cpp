@@ -4,10 +4,10 @@
 #include <numeric>
 #include <random>
 
-#include "m2n2/default_source.hpp"
-#include "m2n2/diffseg.hpp"
-#include "m2n2/hungarian.hpp"
-#include "m2n2/walk_ncut.hpp"
+#include "m2n2/attention/default_source.hpp"
+#include "m2n2/whole_image/diffseg.hpp"
+#include "m2n2/whole_image/hungarian.hpp"
+#include "m2n2/whole_image/walk_ncut.hpp"
 #include "test_util.hpp"
 
 using namespace m2n2;

@@ -3,10 +3,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "m2n2/click_simulator.hpp"
-#include "m2n2/distance_transform.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/npy.hpp"
+#include "m2n2/eval/click_simulator.hpp"
+#include "m2n2/interactive/distance_transform.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/io/npy.hpp"
 #include "test_util.hpp"
 
 using namespace m2n2;

@@ -3,7 +3,7 @@
 #include <queue>
 #include <random>
 
-#include "m2n2/flood_fill.hpp"
+#include "m2n2/interactive/flood_fill.hpp"
 
 using namespace m2n2;
 

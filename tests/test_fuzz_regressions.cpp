@@ -4,10 +4,10 @@
 
 #include <filesystem>
 
-#include "click_file.hpp"
-#include "datasets.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/npy.hpp"
+#include "m2n2/io/click_file.hpp"
+#include "m2n2/eval/datasets.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/npy.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -38,19 +38,19 @@ TEST(FuzzRegressions, ClickJson) {
   for (const auto& p : inputs("fuzz_click_json")) {
     const std::string text = read_file(p.string());
     try {
-      cli::parse_click_file(text, p.string());
+      parse_click_file(text, p.string());
     } catch (const Error&) {
     }
-    cli::parse_click_line(text);
+    parse_click_line(text);
   }
 }
 
 TEST(FuzzRegressions, Coco) {
   for (const auto& p : inputs("fuzz_coco")) {
     try {
-      for (const auto& in : cli::parse_coco(read_file(p.string()), p, "/nonexistent")) {
+      for (const auto& in : parse_coco(read_file(p.string()), p, "/nonexistent")) {
         try {
-          cli::load_ground_truth(in);
+          load_ground_truth(in);
         } catch (const Error&) {
         }
       }
@@ -61,11 +61,11 @@ TEST(FuzzRegressions, Coco) {
 
 TEST(FuzzRegressions, Mask) {
   for (const auto& p : inputs("fuzz_mask")) {
-    cli::Instance in;
+    Instance in;
     in.id = "x";
     in.mask_path = p.string();
     try {
-      cli::load_ground_truth(in);
+      load_ground_truth(in);
     } catch (const Error&) {
     }
   }

@@ -4,8 +4,8 @@
 #include <opencv2/imgproc.hpp>
 #include <set>
 
-#include "m2n2/error.hpp"
-#include "m2n2/graph_segmentation.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/attention/graph_segmentation.hpp"
 
 namespace {
 

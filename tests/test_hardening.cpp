@@ -9,15 +9,15 @@
 #include <new>
 #include <opencv2/imgproc.hpp>
 
-#include "datasets.hpp"
-#include "m2n2/attention.hpp"
-#include "m2n2/default_source.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/markov_operator.hpp"
-#include "m2n2/rle.hpp"
-#include "m2n2/segmenter.hpp"
-#include "m2n2/upsampling.hpp"
+#include "m2n2/eval/datasets.hpp"
+#include "m2n2/attention/attention.hpp"
+#include "m2n2/attention/default_source.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/interactive/markov_operator.hpp"
+#include "m2n2/io/rle.hpp"
+#include "m2n2/interactive/segmenter.hpp"
+#include "m2n2/interactive/upsampling.hpp"
 #include "test_util.hpp"
 
 using namespace m2n2;
@@ -205,13 +205,13 @@ TEST(Hardening, ExceptionMessagesAreOneLine) {
 
 // Instances of one image are consecutive whatever the annotation order.
 TEST(Hardening, InstancesAreGroupedByImage) {
-  std::vector<cli::Instance> v(5);
+  std::vector<Instance> v(5);
   const char* imgs[] = {"a", "b", "a", "c", "b"};
   for (int i = 0; i < 5; ++i) {
     v[i].id = std::to_string(i);
     v[i].image_path = imgs[i];
   }
-  const auto g = cli::group_by_image(v);
+  const auto g = group_by_image(v);
   ASSERT_EQ(g.size(), 3u);
   EXPECT_EQ(g[0].size(), 2u);
   EXPECT_EQ(g[0][1].id, "2");
@@ -229,7 +229,7 @@ TEST(Hardening, DatasetFolderWithNonAsciiAndUpperCaseNames) {
   const std::string name = "\xc3\xa9t\xc3\xa9";  // "été"
   write_png_atomic((d / "images" / (name + ".PNG")).string(), img);
   write_png_atomic((d / "masks" / (name + ".Png")).string(), m);
-  const auto in = cli::read_dataset(d.string(), "", cli::MaskConvention::GrabCut);
+  const auto in = read_dataset(d.string(), "", MaskConvention::GrabCut);
   ASSERT_EQ(in.size(), 1u);
   EXPECT_EQ(in[0].id, name);
   fs::remove_all(d);

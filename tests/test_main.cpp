@@ -6,7 +6,7 @@
 #include <random>
 #include <stdexcept>
 
-#include "m2n2/device.hpp"
+#include "m2n2/core/device.hpp"
 #include "test_util.hpp"
 
 namespace m2n2::test {

@@ -2,9 +2,9 @@
 
 #include <random>
 
-#include "m2n2/error.hpp"
-#include "m2n2/markov_operator.hpp"
-#include "m2n2/start_state.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/interactive/markov_operator.hpp"
+#include "m2n2/interactive/start_state.hpp"
 
 using namespace m2n2;
 

@@ -2,8 +2,8 @@
 
 #include <random>
 
-#include "m2n2/metrics.hpp"
-#include "m2n2/rle.hpp"
+#include "m2n2/eval/metrics.hpp"
+#include "m2n2/io/rle.hpp"
 
 using namespace m2n2;
 

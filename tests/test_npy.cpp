@@ -3,9 +3,9 @@
 #include <cmath>
 #include <filesystem>
 
-#include "m2n2/attention_file.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/npy.hpp"
+#include "m2n2/attention/attention_file.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/npy.hpp"
 #include "test_util.hpp"
 
 using namespace m2n2;

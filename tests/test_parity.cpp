@@ -6,13 +6,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "m2n2/attention.hpp"
-#include "m2n2/attention_file.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/markov_operator.hpp"
-#include "m2n2/metrics.hpp"
-#include "m2n2/npy.hpp"
-#include "m2n2/segmenter.hpp"
+#include "m2n2/attention/attention.hpp"
+#include "m2n2/attention/attention_file.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/interactive/markov_operator.hpp"
+#include "m2n2/eval/metrics.hpp"
+#include "m2n2/io/npy.hpp"
+#include "m2n2/interactive/segmenter.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

@@ -7,14 +7,14 @@
 
 #include <opencv2/imgproc.hpp>
 
-#include "m2n2/attention_cache.hpp"
-#include "m2n2/attention_file.hpp"
-#include "m2n2/default_source.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/metrics.hpp"
-#include "m2n2/npy.hpp"
-#include "m2n2/segmenter.hpp"
+#include "m2n2/attention/attention_cache.hpp"
+#include "m2n2/attention/attention_file.hpp"
+#include "m2n2/attention/default_source.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/eval/metrics.hpp"
+#include "m2n2/io/npy.hpp"
+#include "m2n2/interactive/segmenter.hpp"
 #include "test_util.hpp"
 
 using namespace m2n2;

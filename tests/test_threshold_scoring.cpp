@@ -3,7 +3,7 @@
 #include <numeric>
 #include <random>
 
-#include "m2n2/threshold_scoring.hpp"
+#include "m2n2/interactive/threshold_scoring.hpp"
 
 using namespace m2n2;
 

@@ -2,7 +2,7 @@
 
 #include <opencv2/imgproc.hpp>
 
-#include "m2n2/upsampling.hpp"
+#include "m2n2/interactive/upsampling.hpp"
 #include "test_util.hpp"
 
 using namespace m2n2;

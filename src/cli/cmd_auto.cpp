@@ -12,12 +12,12 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "m2n2/default_source.hpp"
-#include "m2n2/diffseg.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/hungarian.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/walk_ncut.hpp"
+#include "m2n2/attention/default_source.hpp"
+#include "m2n2/whole_image/diffseg.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/whole_image/hungarian.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/whole_image/walk_ncut.hpp"
 
 namespace m2n2::cli {
 namespace fs = std::filesystem;

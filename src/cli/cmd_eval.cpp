@@ -15,13 +15,13 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "datasets.hpp"
-#include "m2n2/click_simulator.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/metrics.hpp"
-#include "m2n2/npy.hpp"
-#include "plot.hpp"
+#include "m2n2/eval/datasets.hpp"
+#include "m2n2/eval/click_simulator.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/eval/metrics.hpp"
+#include "m2n2/io/npy.hpp"
+#include "m2n2/eval/plot.hpp"
 
 namespace m2n2::cli {
 namespace fs = std::filesystem;

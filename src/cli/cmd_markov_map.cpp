@@ -7,10 +7,10 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "m2n2/attention_file.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/npy.hpp"
+#include "m2n2/attention/attention_file.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/io/npy.hpp"
 
 namespace m2n2::cli {
 

@@ -4,10 +4,10 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "m2n2/click_simulator.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/segmenter.hpp"
+#include "m2n2/eval/click_simulator.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/interactive/segmenter.hpp"
 
 namespace m2n2::cli {
 

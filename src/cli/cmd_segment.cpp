@@ -8,13 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "click_file.hpp"
+#include "m2n2/io/click_file.hpp"
 #include "commands.hpp"
 #include "common.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/image_io.hpp"
-#include "m2n2/npy.hpp"
-#include "m2n2/rle.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/io/npy.hpp"
+#include "m2n2/io/rle.hpp"
 
 namespace m2n2::cli {
 namespace fs = std::filesystem;

@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "m2n2/error.hpp"
-#include "m2n2/memory.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/core/memory.hpp"
 
 namespace m2n2::cli {
 

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "m2n2/attention.hpp"
-#include "m2n2/attention_cache.hpp"
-#include "m2n2/segmenter.hpp"
+#include "m2n2/attention/attention.hpp"
+#include "m2n2/attention/attention_cache.hpp"
+#include "m2n2/interactive/segmenter.hpp"
 
 namespace m2n2::cli {
 

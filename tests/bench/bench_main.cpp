@@ -10,14 +10,14 @@
 
 #include <opencv2/imgproc.hpp>
 
-#include "m2n2/default_source.hpp"
-#include "m2n2/device.hpp"
-#include "m2n2/flood_fill.hpp"
-#include "m2n2/markov_operator.hpp"
-#include "m2n2/segmenter.hpp"
-#include "m2n2/start_state.hpp"
-#include "m2n2/threshold_scoring.hpp"
-#include "m2n2/upsampling.hpp"
+#include "m2n2/attention/default_source.hpp"
+#include "m2n2/core/device.hpp"
+#include "m2n2/interactive/flood_fill.hpp"
+#include "m2n2/interactive/markov_operator.hpp"
+#include "m2n2/interactive/segmenter.hpp"
+#include "m2n2/interactive/start_state.hpp"
+#include "m2n2/interactive/threshold_scoring.hpp"
+#include "m2n2/interactive/upsampling.hpp"
 
 using namespace m2n2;
 

@@ -2,13 +2,13 @@
 #include <cstdint>
 #include <string>
 
-#include "datasets.hpp"
-#include "m2n2/error.hpp"
+#include "m2n2/eval/datasets.hpp"
+#include "m2n2/core/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
-    auto instances = m2n2::cli::parse_coco(text, "fuzz.json", "/nonexistent");
+    auto instances = m2n2::parse_coco(text, "fuzz.json", "/nonexistent");
     for (const auto& in : instances) {
       try {
         // Keep masks small so that the fuzzer explores the parser, not memset.
@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             in.coco["size"][0].is_number_integer() && in.coco["size"][1].is_number_integer() &&
             in.coco["size"][0].get<int64_t>() * in.coco["size"][1].get<int64_t>() > (1 << 20))
           continue;
-        (void)m2n2::cli::load_ground_truth(in);
+        (void)m2n2::load_ground_truth(in);
       } catch (const m2n2::Error&) {
       }
     }

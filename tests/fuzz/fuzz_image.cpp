@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
-#include "m2n2/error.hpp"
-#include "m2n2/image_io.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);

@@ -3,9 +3,9 @@
 #include <cstdint>
 #include <string>
 
-#include "m2n2/attention.hpp"
-#include "m2n2/error.hpp"
-#include "m2n2/npy.hpp"
+#include "m2n2/attention/attention.hpp"
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/npy.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);

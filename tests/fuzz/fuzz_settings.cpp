@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "m2n2/default_source.hpp"
-#include "m2n2/error.hpp"
+#include "m2n2/attention/default_source.hpp"
+#include "m2n2/core/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -1,0 +1,146 @@
+#include "m2n2/attention/attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "attention/sources.hpp"
+#include "m2n2/core/error.hpp"
+
+namespace m2n2 {
+
+void validate_attention(const AttentionMap& m, const std::string& what, float tol) {
+  if (!m.on_host()) return validate_attention_values(m, what, tol);
+  const int64_t n = m.tokens();
+  if (m.h <= 0 || m.w <= 0) throw Error(what + ": empty token grid");
+  if (static_cast<int64_t>(m.data.size()) != n * n)
+    throw Error(what + ": expected " + std::to_string(n) + "x" + std::to_string(n) + " values for a " +
+                std::to_string(m.h) + "x" + std::to_string(m.w) + " grid, got " + std::to_string(m.data.size()));
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    const float* row = m.data.data() + i * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = row[j];
+      if (!std::isfinite(v)) throw Error(what + ": non-finite value at row " + std::to_string(i) + ", column " + std::to_string(j));
+      if (v < 0) throw Error(what + ": negative value at row " + std::to_string(i) + ", column " + std::to_string(j));
+      s += v;
+    }
+    if (std::fabs(s - 1.0) > tol)
+      throw Error(what + ": row " + std::to_string(i) + " sums to " + std::to_string(s) +
+                  ", not 1 (attention must be row-stochastic)");
+  }
+}
+
+namespace {
+void normalise_rows(AttentionMap& m) {
+  const int64_t n = m.tokens();
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = m.data.data() + i * n;
+    double s = 0;
+    for (int64_t j = 0; j < n; ++j) s += row[j];
+    if (s > 0)
+      for (int64_t j = 0; j < n; ++j) row[j] = static_cast<float>(row[j] / s);
+  }
+}
+}  // namespace
+
+namespace {
+// The maps combine_for_m2n2 uses (indices into att.maps) and their weight sum.
+std::vector<size_t> chosen_maps(const Attention& att, double& wsum) {
+  if (att.maps.empty()) throw Error("attention source delivered no maps");
+  // The finest grid among maps with non-zero weight.
+  int64_t best = -1;
+  for (const auto& m : att.maps)
+    if (m.weight > 0) best = std::max(best, m.tokens());
+  if (best < 0) throw Error("attention source: every map has weight 0");
+  std::vector<size_t> chosen;
+  wsum = 0;
+  for (size_t i = 0; i < att.maps.size(); ++i)
+    if (att.maps[i].weight > 0 && att.maps[i].tokens() == best) {
+      chosen.push_back(i);
+      wsum += att.maps[i].weight;
+    }
+  return chosen;
+}
+
+AttentionMap combine(const Attention& att, const std::vector<size_t>& idx, double wsum) {
+  std::vector<const AttentionMap*> chosen;
+  bool device = false;
+  for (size_t i : idx) {
+    chosen.push_back(&att.maps[i]);
+    device = device || !att.maps[i].on_host();
+  }
+  if (device) return detail::combine_on_device(chosen, wsum);
+  AttentionMap out;
+  out.name = "combined";
+  out.h = chosen[0]->h;
+  out.w = chosen[0]->w;
+  out.data.assign(chosen[0]->data.size(), 0.0f);
+  for (const auto* m : chosen) {
+    const float w = static_cast<float>(m->weight / wsum);
+    for (size_t i = 0; i < out.data.size(); ++i) out.data[i] += w * m->data[i];
+  }
+  normalise_rows(out);
+  return out;
+}
+}  // namespace
+
+AttentionMap combine_for_m2n2(const Attention& att) {
+  double wsum = 0;
+  const auto idx = chosen_maps(att, wsum);
+  if (idx.size() == 1) return att.maps[idx[0]];
+  return combine(att, idx, wsum);
+}
+
+AttentionMap combine_for_m2n2(Attention&& att) {
+  double wsum = 0;
+  const auto idx = chosen_maps(att, wsum);
+  if (idx.size() == 1) return std::move(att.maps[idx[0]]);  // no copy of the N×N values
+  AttentionMap out = combine(att, idx, wsum);
+  att = Attention();
+  return out;
+}
+
+std::vector<AttentionMap> maps_by_resolution(const Attention& input) {
+  Attention host_copy;
+  bool device = false;
+  for (const auto& m : input.maps) device = device || !m.on_host();
+  if (device) {
+    host_copy = input;
+    to_host(host_copy);
+  }
+  const Attention& att = device ? host_copy : input;
+  std::map<int64_t, std::vector<const AttentionMap*>, std::greater<int64_t>> groups;
+  for (const auto& m : att.maps) groups[m.tokens()].push_back(&m);
+  std::vector<AttentionMap> out;
+  for (auto& [n, ms] : groups) {
+    AttentionMap r;
+    r.name = std::to_string(ms[0]->h) + "x" + std::to_string(ms[0]->w);
+    r.h = ms[0]->h;
+    r.w = ms[0]->w;
+    r.data.assign(ms[0]->data.size(), 0.0f);
+    const float inv = 1.0f / static_cast<float>(ms.size());
+    for (const auto* m : ms)
+      for (size_t i = 0; i < r.data.size(); ++i) r.data[i] += inv * m->data[i];
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::unique_ptr<AttentionSource> make_source(const std::string& spec, const SourceOptions& opt) {
+  const auto colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon);
+  const std::string arg = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  if (kind == "default") return detail::make_default_source(arg, opt);
+  if (kind == "file") {
+    if (arg.empty()) throw Error("--source file:PATH needs a path");
+    return detail::make_file_source(arg, opt);
+  }
+  if (kind == "torchscript") {
+    if (arg.empty()) throw Error("--source torchscript:PATH needs a path");
+    return detail::make_torchscript_source(arg, opt);
+  }
+  throw Error("--source: unknown source '" + spec + "' (expected default, torchscript:PATH or file:PATH)");
+}
+
+}  // namespace m2n2

@@ -1,0 +1,118 @@
+#include <ATen/Parallel.h>
+#include <ATen/Context.h>
+#include <omp.h>
+
+#include <c10/util/Exception.h>
+#include <opencv2/core.hpp>
+
+#include <cstdlib>
+#include <new>
+#include <thread>
+
+#include "m2n2/core/error.hpp"
+#include "core/torch_device.hpp"
+
+namespace m2n2 {
+
+Device parse_device(const std::string& s) {
+  if (s == "auto") return Device::Auto;
+  if (s == "cpu") return Device::Cpu;
+  if (s == "cuda") return Device::Cuda;
+  throw Error("--device: expected auto, cpu or cuda, got '" + s + "'");
+}
+
+Precision parse_precision(const std::string& s) {
+  if (s == "fp32") return Precision::Float32;
+  if (s == "fp16") return Precision::Float16;
+  if (s == "bf16") return Precision::BFloat16;
+  throw Error("--precision: expected fp32, fp16 or bf16, got '" + s + "'");
+}
+
+std::string to_string(Device d) {
+  switch (d) {
+    case Device::Auto: return "auto";
+    case Device::Cpu: return "cpu";
+    case Device::Cuda: return "cuda";
+  }
+  return "?";
+}
+
+std::string to_string(Precision p) {
+  switch (p) {
+    case Precision::Float32: return "fp32";
+    case Precision::Float16: return "fp16";
+    case Precision::BFloat16: return "bf16";
+  }
+  return "?";
+}
+
+std::string one_line_message(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return "out of memory (std::bad_alloc)";
+  std::string m = e.what();
+  // cv::Exception: "OpenCV(4.6.0) /path/file.cpp:123: error: (-215:Assertion failed) cond in function 'f'"
+  if (const auto* cv_e = dynamic_cast<const cv::Exception*>(&e))
+    m = "OpenCV error in " + cv_e->func + ": " + cv_e->err;
+  const auto nl = m.find_first_of("\r\n");
+  if (nl != std::string::npos) m.resize(nl);
+  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) m.pop_back();
+  return m.empty() ? std::string("unknown error") : m;
+}
+
+bool is_out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return true;
+  const std::string m = e.what();
+  return m.find("out of memory") != std::string::npos || m.find("CUDA error: out of memory") != std::string::npos;
+}
+
+void inject_fault(const std::string& name, bool on_cpu) {
+  const char* spec = std::getenv("M2N2_INJECT_FAULT");
+  if (!spec) return;
+  const std::string s = spec;
+  const auto at = s.find('@');
+  if (at == std::string::npos || s.substr(at + 1) != name) return;
+  const std::string kind = s.substr(0, at);
+  if (kind == "cv") CV_Assert(name.empty() && "injected fault");
+  if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "c10") TORCH_CHECK(false, "injected LibTorch error\nException raised from inject_fault (backtrace follows)");
+  if (kind == "cuda_oom" && !on_cpu)
+    TORCH_CHECK(false, "CUDA out of memory. Tried to allocate 1.00 GiB (injected)\nbacktrace follows");
+}
+
+bool cuda_available() { return at::hasCUDA(); }
+
+Device resolve(Device d) {
+  if (d == Device::Auto) return cuda_available() ? Device::Cuda : Device::Cpu;
+  if (d == Device::Cuda && !cuda_available())
+    throw Error("--device cuda: no CUDA device (or this LibTorch build has no CUDA support)");
+  return d;
+}
+
+static int g_threads = 0;
+
+void set_num_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) n = 1;
+  g_threads = n;
+  at::set_num_threads(n);
+  omp_set_num_threads(n);
+}
+
+int num_threads() { return g_threads > 0 ? g_threads : at::get_num_threads(); }
+
+namespace detail {
+
+at::Device torch_device(Device d) {
+  return resolve(d) == Device::Cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+}
+
+at::ScalarType storage_dtype(Device d, Precision p) {
+  if (resolve(d) != Device::Cuda) return at::kFloat;  // see Precision in device.hpp
+  switch (p) {
+    case Precision::Float16: return at::kHalf;
+    case Precision::BFloat16: return at::kBFloat16;
+    default: return at::kFloat;
+  }
+}
+
+}  // namespace detail
+}  // namespace m2n2

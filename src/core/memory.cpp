@@ -1,0 +1,60 @@
+#include "m2n2/core/memory.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "m2n2/core/error.hpp"
+
+namespace m2n2 {
+
+double available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  double value;
+  std::string unit;
+  while (f >> key >> value >> unit) {
+    if (key == "MemAvailable:") return value * 1024.0;
+  }
+  return 0.0;
+}
+
+double parse_memory_size(const std::string& s) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &pos);
+  } catch (...) {
+    throw Error("--max-memory: cannot parse '" + s + "' (expected e.g. 512M, 4G)");
+  }
+  std::string unit = s.substr(pos);
+  double mult = 1;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KiB" || unit == "k") mult = 1024.0;
+  else if (unit == "M" || unit == "MB" || unit == "MiB") mult = 1024.0 * 1024.0;
+  else if (unit == "G" || unit == "GB" || unit == "GiB") mult = 1024.0 * 1024.0 * 1024.0;
+  else throw Error("--max-memory: unknown unit '" + unit + "' in '" + s + "'");
+  if (!(v > 0) || !std::isfinite(v)) throw Error("--max-memory: must be positive, got '" + s + "'");
+  return v * mult;
+}
+
+std::string format_bytes(double b) {
+  char buf[64];
+  if (b >= 1024.0 * 1024.0 * 1024.0) std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1024.0 * 1024.0 * 1024.0));
+  else if (b >= 1024.0 * 1024.0) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024.0));
+  else std::snprintf(buf, sizeof buf, "%.0f KiB", b / 1024.0);
+  return buf;
+}
+
+void check_memory(double needed, double limit, const std::string& what, const std::string& hint) {
+  const bool user_limit = limit > 0;
+  const double avail = user_limit ? limit : available_memory_bytes();
+  if (avail <= 0) return;  // unknown: do not guess
+  if (needed > avail) {
+    throw MemoryError(what + " needs about " + format_bytes(needed) + " but only " + format_bytes(avail) +
+                      (user_limit ? " is allowed (--max-memory)" : " is available") + "; " + hint);
+  }
+}
+
+}  // namespace m2n2

@@ -1,0 +1,296 @@
+#include "m2n2/interactive/upsampling.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "m2n2/core/error.hpp"
+
+namespace m2n2 {
+
+namespace {
+
+// PyTorch's area_pixel_compute_source_index for align_corners=False, in float.
+void source_index(int out_size, int in_size, std::vector<int>& i0, std::vector<int>& off, std::vector<float>& l0,
+                  std::vector<float>& l1) {
+  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  i0.resize(out_size);
+  off.resize(out_size);
+  l0.resize(out_size);
+  l1.resize(out_size);
+  for (int d = 0; d < out_size; ++d) {
+    float src = scale * (static_cast<float>(d) + 0.5f) - 0.5f;
+    if (src < 0) src = 0;
+    const int i = static_cast<int>(src);
+    i0[d] = i;
+    off[d] = i < in_size - 1 ? 1 : 0;
+    const float lam = std::min(std::max(src - static_cast<float>(i), 0.0f), 1.0f);
+    l1[d] = lam;
+    l0[d] = 1.0f - lam;
+  }
+}
+
+double normal_pdf(double x) { return std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI); }
+
+}  // namespace
+
+cv::Mat upsample_bilinear(const cv::Mat& low, int H, int W) {
+  CV_Assert(low.type() == CV_32F);
+  std::vector<int> xi, xo, yi, yo;
+  std::vector<float> xl0, xl1, yl0, yl1;
+  source_index(W, low.cols, xi, xo, xl0, xl1);
+  source_index(H, low.rows, yi, yo, yl0, yl1);
+  cv::Mat out(H, W, CV_32F);
+  for (int y = 0; y < H; ++y) {
+    const float* r0 = low.ptr<float>(yi[y]);
+    const float* r1 = low.ptr<float>(yi[y] + yo[y]);
+    float* o = out.ptr<float>(y);
+    for (int x = 0; x < W; ++x) {
+      const int a = xi[x], b = xi[x] + xo[x];
+      o[x] = yl0[y] * (xl0[x] * r0[a] + xl1[x] * r0[b]) + yl1[y] * (xl0[x] * r1[a] + xl1[x] * r1[b]);
+    }
+  }
+  return out;
+}
+
+JointBilateralUpsampler::Axis JointBilateralUpsampler::make_axis(int out, int in, double sigma) {
+  Axis a;
+  source_index(out, in, a.i0, a.off, a.l0, a.l1);
+  const double scale = static_cast<double>(out) / in;
+  a.radius = static_cast<int>(3.0 * scale * sigma + 1.0);
+  a.lo.resize(out);
+  int cells = 1;
+  for (int p = 0; p < out; ++p) {
+    const int lo_px = std::max(0, p - a.radius), hi_px = std::min(out - 1, p + a.radius);
+    a.lo[p] = a.i0[lo_px];
+    cells = std::max(cells, a.i0[hi_px] + a.off[hi_px] - a.lo[p] + 1);
+  }
+  a.cells = cells;
+  return a;
+}
+
+double JointBilateralUpsampler::estimate_table_bytes(int H, int W, int gh, int gw, const JbuParams& p) {
+  const double cx = 2.0 * (3.0 * p.spatial_sigma + 1.0 / (static_cast<double>(W) / gw)) + 3.0;
+  const double cy = 2.0 * (3.0 * p.spatial_sigma + 1.0 / (static_cast<double>(H) / gh)) + 3.0;
+  return static_cast<double>(H) * W * std::ceil(cx) * std::ceil(cy) * 4.0;
+}
+
+double JointBilateralUpsampler::required_table_bytes(int H, int W, int gh, int gw, const JbuParams& p) {
+  const Axis ax = make_axis(W, gw, p.spatial_sigma), ay = make_axis(H, gh, p.spatial_sigma);
+  return static_cast<double>(H) * W * ay.cells * ax.cells * 4.0;
+}
+
+JointBilateralUpsampler::JointBilateralUpsampler(const cv::Mat& rgb8, int gh, int gw, const JbuParams& params,
+                                                 double max_table_bytes)
+    : rgb_(rgb8), H_(rgb8.rows), W_(rgb8.cols), h_(gh), w_(gw), params_(params) {
+  if (rgb8.type() != CV_8UC3) throw Error("upsampling: the guide image must be 8-bit RGB");
+  if (!(params.spatial_sigma > 0) || !(params.range_sigma > 0)) throw Error("--jbu-spatial-sigma and --jbu-range-sigma must be > 0");
+  ax_ = make_axis(W_, w_, params.spatial_sigma);
+  ay_ = make_axis(H_, h_, params.spatial_sigma);
+  const double sx = static_cast<double>(W_) / w_, sy = static_cast<double>(H_) / h_;
+  const double max_r_x = 3.0 * sx * params.spatial_sigma, max_r_y = 3.0 * sy * params.spatial_sigma;
+  // Window offsets in the reference's order: dy outer, dx inner, inside 3 sigma.
+  for (int dy = -static_cast<int>(max_r_y + 1); dy < static_cast<int>(max_r_y + 2); ++dy) {
+    const double spy = dy / (sy * params.spatial_sigma);
+    Row row{dy, 1 << 30, -(1 << 30), {}};
+    std::vector<float> sp;
+    for (int dx = -static_cast<int>(max_r_x + 1); dx < static_cast<int>(max_r_x + 2); ++dx) {
+      const double spx = dx / (sx * params.spatial_sigma);
+      if (spx * spx + spy * spy > 9.0) continue;
+      row.dx_min = std::min(row.dx_min, dx);
+      row.dx_max = std::max(row.dx_max, dx);
+    }
+    if (row.dx_min > row.dx_max) continue;
+    for (int dx = row.dx_min; dx <= row.dx_max; ++dx) {
+      const double spx = dx / (sx * params.spatial_sigma);
+      row.spatial.push_back(static_cast<float>(normal_pdf(spx) * normal_pdf(spy)));
+    }
+    rows_.push_back(std::move(row));
+  }
+  // Range weight per channel as a function of the 8-bit difference.
+  const float rs = static_cast<float>(params.range_sigma);
+  for (int d = -255; d <= 255; ++d) {
+    const float diff = static_cast<float>(d / 255.0) / rs;
+    range_lut_[d + 255] = std::exp(-0.5f * diff * diff);
+  }
+  if (static_cast<double>(H_) * W_ * ay_.cells * ax_.cells * 4.0 <= max_table_bytes) build_table();
+}
+
+namespace {
+
+// exp(x) for x <= 0 to about 2 ulp, branch-free so that loops over it vectorise.
+// Below -60 it returns 0: weights under 1e-26 of the centre's change nothing, and
+// their products would be denormals, which are very slow.
+inline float fast_exp(float x) {
+  const float keep = x > -60.0f ? 1.0f : 0.0f;
+  x = std::max(x, -60.0f);
+  // Round to nearest with the 1.5·2^23 trick (SSE2 has no vector round).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &p, 4);
+  bits += static_cast<int32_t>(n) * (1 << 23);  // scale by 2^n (no shift of a negative value)
+  std::memcpy(&p, &bits, 4);
+  return p * keep;
+}
+
+// w[i] = spatial[i] · exp(-k·|I(q_i) − I(p)|²) over one window row.
+// Built for AVX-512, AVX2 and baseline x86-64; the loader picks the best one.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void weights(const float* __restrict R, const float* __restrict G, const float* __restrict B,
+             const float* __restrict spatial, float pr, float pg, float pb, float k, int n, float* __restrict w) {
+  for (int i = 0; i < n; ++i) {
+    const float dr = R[i] - pr, dg = G[i] - pg, db = B[i] - pb;
+    w[i] = spatial[i] * fast_exp(-k * (dr * dr + dg * dg + db * db));
+  }
+}
+
+}  // namespace
+
+void JointBilateralUpsampler::build_table() {
+  const int KX = ax_.cells, KY = ay_.cells, KB = KX * KY;
+  table_.assign(static_cast<size_t>(H_) * W_ * KB, 0.0f);
+  // Colour planes in units of 1/255, for contiguous (vectorisable) loads.
+  const size_t P = static_cast<size_t>(H_) * W_;
+  std::vector<float> planes(3 * P);
+  for (int y = 0; y < H_; ++y) {
+    const uint8_t* row = rgb_.ptr<uint8_t>(y);
+    for (int x = 0; x < W_; ++x)
+      for (int c = 0; c < 3; ++c) planes[c * P + static_cast<size_t>(y) * W_ + x] = row[3 * x + c];
+  }
+  // Range weight: Π_c exp(-½((Δ_c/255)/σ_r)²) = exp(-k·Σ_c Δ_c²).
+  const float k = static_cast<float>(0.5 / (255.0 * 255.0 * params_.range_sigma * params_.range_sigma));
+  // Runs of window columns that share their left bilinear cell.
+  std::vector<int> run_start;
+  for (int x = 0; x < W_; ++x)
+    if (x == 0 || ax_.i0[x] != ax_.i0[x - 1]) run_start.push_back(x);
+  run_start.push_back(W_);
+  std::vector<int> run_of(W_);
+  for (size_t r = 0; r + 1 < run_start.size(); ++r)
+    for (int x = run_start[r]; x < run_start[r + 1]; ++x) run_of[x] = static_cast<int>(r);
+#pragma omp parallel
+  {
+    std::vector<float> acc(KX + 1), w(W_);
+#pragma omp for schedule(dynamic, 4)
+    for (int py = 0; py < H_; ++py) {
+      for (int px = 0; px < W_; ++px) {
+        float* C = &table_[(static_cast<size_t>(py) * W_ + px) * KB];
+        const int cx_lo = ax_.lo[px], cy_lo = ay_.lo[py];
+        const size_t pi = static_cast<size_t>(py) * W_ + px;
+        const float pr = planes[pi], pg = planes[P + pi], pb = planes[2 * P + pi];
+        double wsum = 0;
+        for (const Row& row : rows_) {
+          const int qy = py + row.dy;
+          if (qy < 0 || qy >= H_) continue;
+          const int qx0 = std::max(0, px + row.dx_min), qx1 = std::min(W_ - 1, px + row.dx_max);
+          if (qx0 > qx1) continue;
+          const size_t base = static_cast<size_t>(qy) * W_ + qx0;
+          const int n = qx1 - qx0 + 1;
+          weights(planes.data() + base, planes.data() + P + base, planes.data() + 2 * P + base,
+                  row.spatial.data() + (qx0 - px - row.dx_min), pr, pg, pb, k, n, w.data() + qx0);
+          const float* wv = w.data();
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          float rsum = 0;
+          for (int r = run_of[qx0]; run_start[r] <= qx1; ++r) {
+            const int a = std::max(qx0, run_start[r]), b = std::min(qx1 + 1, run_start[r + 1]);
+            float s0 = 0, s1 = 0, s = 0;
+            const float* l0 = ax_.l0.data();
+            const float* l1 = ax_.l1.data();
+#pragma omp simd reduction(+ : s0, s1, s)
+            for (int qx = a; qx < b; ++qx) {
+              s0 += wv[qx] * l0[qx];
+              s1 += wv[qx] * l1[qx];
+              s += wv[qx];
+            }
+            const int kk = ax_.i0[a] - cx_lo;
+            acc[kk] += s0;
+            acc[kk + ax_.off[a]] += s1;
+            rsum += s;
+          }
+          wsum += rsum;
+          const int ky = ay_.i0[qy] - cy_lo;
+          float* c0 = C + ky * KX;
+          float* c1 = C + (ky + ay_.off[qy]) * KX;
+          const float a0 = ay_.l0[qy], a1 = ay_.l1[qy];
+          for (int kx = 0; kx < KX; ++kx) {
+            c0[kx] += acc[kx] * a0;
+            c1[kx] += acc[kx] * a1;
+          }
+        }
+        const float inv = wsum > 0 ? static_cast<float>(1.0 / wsum) : 0.0f;
+        for (int kb = 0; kb < KB; ++kb) C[kb] *= inv;
+      }
+    }
+  }
+}
+
+cv::Mat JointBilateralUpsampler::apply(const cv::Mat& low) const {
+  if (low.rows != h_ || low.cols != w_ || low.type() != CV_32F) throw Error("upsampling: map has the wrong size");
+  if (!tabulated()) return apply_direct(low);
+  const int KX = ax_.cells, KY = ay_.cells, KB = KX * KY;
+  // Pad so that every block read stays inside.
+  cv::Mat padded = cv::Mat::zeros(h_ + KY, w_ + KX, CV_32F);
+  low.copyTo(padded(cv::Rect(0, 0, w_, h_)));
+  cv::Mat out(H_, W_, CV_32F);
+#pragma omp parallel for schedule(static)
+  for (int py = 0; py < H_; ++py) {
+    float* o = out.ptr<float>(py);
+    const int cy_lo = ay_.lo[py];
+    for (int px = 0; px < W_; ++px) {
+      const float* C = &table_[(static_cast<size_t>(py) * W_ + px) * KB];
+      const int cx_lo = ax_.lo[px];
+      float s = 0;
+      for (int ky = 0; ky < KY; ++ky) {
+        const float* l = padded.ptr<float>(cy_lo + ky) + cx_lo;
+        const float* c = C + ky * KX;
+        for (int kx = 0; kx < KX; ++kx) s += c[kx] * l[kx];
+      }
+      o[px] = s;
+    }
+  }
+  return out;
+}
+
+cv::Mat JointBilateralUpsampler::apply_direct(const cv::Mat& low) const {
+  if (low.rows != h_ || low.cols != w_ || low.type() != CV_32F) throw Error("upsampling: map has the wrong size");
+  const cv::Mat hi = upsample_bilinear(low, H_, W_);
+  const float* lut = range_lut_ + 255;
+  cv::Mat out(H_, W_, CV_32F);
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int py = 0; py < H_; ++py) {
+    const uint8_t* prow = rgb_.ptr<uint8_t>(py);
+    for (int px = 0; px < W_; ++px) {
+      const int pr = prow[3 * px], pg = prow[3 * px + 1], pb = prow[3 * px + 2];
+      float sum = 0, wsum = 0;
+      for (const Row& row : rows_) {
+        const int qy = py + row.dy;
+        if (qy < 0 || qy >= H_) continue;
+        const uint8_t* qrow = rgb_.ptr<uint8_t>(qy);
+        const float* hrow = hi.ptr<float>(qy);
+        const int qx0 = std::max(0, px + row.dx_min), qx1 = std::min(W_ - 1, px + row.dx_max);
+        // row.spatial[i] is the weight of dx = dx_min + i, i.e. of qx = px + dx_min + i.
+        const float* sp = row.spatial.data();
+        const int first = px + row.dx_min;
+        for (int qx = qx0; qx <= qx1; ++qx) {
+          const uint8_t* q = qrow + 3 * qx;
+          const float w = sp[qx - first] * ((lut[q[0] - pr] * lut[q[1] - pg]) * lut[q[2] - pb]);
+          wsum += w;
+          sum += w * hrow[qx];
+        }
+      }
+      out.at<float>(py, px) = sum / wsum;
+    }
+  }
+  return out;
+}
+
+}  // namespace m2n2

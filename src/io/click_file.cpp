@@ -1,0 +1,147 @@
+#include "m2n2/io/click_file.hpp"
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "m2n2/core/error.hpp"
+
+namespace m2n2 {
+
+namespace {
+
+bool valid_id(const std::string& id) {
+  if (id.empty() || id.size() > 200 || id == "." || id == "..") return false;
+  for (char c : id)
+    if (c == '/' || c == '\\' || c == '\0' || static_cast<unsigned char>(c) < 32) return false;
+  return true;
+}
+
+ObjectSpec parse_object(const nlohmann::json& o, size_t index) {
+  ObjectSpec s;
+  s.id = "#" + std::to_string(index);
+  if (!o.is_object()) {
+    s.error = "object must be a JSON object";
+    return s;
+  }
+  if (o.contains("id")) {
+    const auto& id = o["id"];
+    if (id.is_string()) s.id = id.get<std::string>();
+    else if (id.is_number_integer()) s.id = std::to_string(id.get<long long>());
+    else {
+      s.error = "\"id\" must be a string";
+      return s;
+    }
+  } else {
+    s.id = std::to_string(index);
+  }
+  if (!valid_id(s.id)) {
+    s.error = "invalid object id (empty, '/' or control characters)";
+    return s;
+  }
+  if (!o.contains("clicks") || !o["clicks"].is_array()) {
+    s.error = "\"clicks\" must be a list";
+    return s;
+  }
+  if (o["clicks"].empty()) {
+    s.error = "object has no clicks";
+    return s;
+  }
+  std::map<std::pair<long long, long long>, bool> seen;
+  for (const auto& c : o["clicks"]) {
+    if (!c.is_object() || !c.contains("x") || !c.contains("y")) {
+      s.error = "each click needs numeric \"x\" and \"y\"";
+      return s;
+    }
+    if (!c["x"].is_number() || !c["y"].is_number()) {
+      s.error = "click coordinates must be numbers";
+      return s;
+    }
+    Click k;
+    k.x = c["x"].get<double>();
+    k.y = c["y"].get<double>();
+    if (!std::isfinite(k.x) || !std::isfinite(k.y) || std::fabs(k.x) > 1e9 || std::fabs(k.y) > 1e9) {
+      s.error = "click coordinates must be finite";
+      return s;
+    }
+    if (c.contains("positive")) {
+      if (!c["positive"].is_boolean()) {
+        s.error = "click \"positive\" must be true or false";
+        return s;
+      }
+      k.positive = c["positive"].get<bool>();
+    }
+    const auto px = click_pixel(k);
+    const std::pair<long long, long long> key{px.x, px.y};
+    auto it = seen.find(key);
+    if (it != seen.end()) {
+      if (it->second != k.positive) {
+        s.error = "conflicting clicks at pixel (" + std::to_string(px.x) + "," + std::to_string(px.y) + ")";
+        return s;
+      }
+      s.warnings.push_back("duplicate click at (" + std::to_string(px.x) + "," + std::to_string(px.y) + ") ignored");
+      continue;
+    }
+    seen[key] = k.positive;
+    s.clicks.push_back(k);
+  }
+  return s;
+}
+
+}  // namespace
+
+ImageSpec parse_image_entry(const nlohmann::json& j) {
+  ImageSpec s;
+  if (!j.is_object()) {
+    s.error = "image entry must be a JSON object";
+    return s;
+  }
+  if (!j.contains("image") || !j["image"].is_string() || j["image"].get<std::string>().empty()) {
+    s.error = "image entry needs a non-empty string \"image\"";
+    return s;
+  }
+  s.image = j["image"].get<std::string>();
+  if (!j.contains("objects") || !j["objects"].is_array()) {
+    s.error = "\"objects\" must be a list";
+    return s;
+  }
+  std::set<std::string> ids;
+  size_t i = 0;
+  for (const auto& o : j["objects"]) {
+    ObjectSpec os = parse_object(o, i++);
+    if (os.error.empty() && !ids.insert(os.id).second) os.error = "duplicate object id";
+    s.objects.push_back(std::move(os));
+  }
+  if (s.objects.empty()) s.error = "image entry has no objects";
+  return s;
+}
+
+std::vector<ImageSpec> parse_click_file(const std::string& text, const std::string& name) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    std::string w = e.what();
+    throw Error(name + ": malformed JSON (" + w.substr(w.find(']') + 2) + ")");
+  }
+  if (!j.is_object() || !j.contains("images") || !j["images"].is_array())
+    throw Error(name + ": expected {\"images\": [...]}");
+  std::vector<ImageSpec> out;
+  for (const auto& e : j["images"]) out.push_back(parse_image_entry(e));
+  return out;
+}
+
+ImageSpec parse_click_line(const std::string& line) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    ImageSpec s;
+    std::string w = e.what();
+    s.error = "malformed JSON line (" + w.substr(w.find(']') + 2) + ")";
+    return s;
+  }
+  return parse_image_entry(j);
+}
+
+}  // namespace m2n2

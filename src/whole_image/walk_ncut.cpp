@@ -1,0 +1,193 @@
+#include "m2n2/whole_image/walk_ncut.hpp"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+
+#include "m2n2/core/error.hpp"
+#include "m2n2/interactive/upsampling.hpp"
+
+namespace m2n2 {
+
+StopPolicy parse_stop_policy(const std::string& s) {
+  if (s == "constant") return StopPolicy::Constant;
+  if (s == "null") return StopPolicy::Null;
+  if (s == "sweep-mad") return StopPolicy::SweepMad;
+  if (s == "parent") return StopPolicy::Parent;
+  throw Error("--stop: expected constant, null, sweep-mad or parent, got '" + s + "'");
+}
+
+std::string to_string(StopPolicy p) {
+  switch (p) {
+    case StopPolicy::Constant: return "constant";
+    case StopPolicy::Null: return "null";
+    case StopPolicy::SweepMad: return "sweep-mad";
+    case StopPolicy::Parent: return "parent";
+  }
+  return "?";
+}
+
+Bipartition rw_ncut_bipartition(const std::vector<double>& Pv, int n, int sweep) {
+  Bipartition b;
+  if (n < 2) return b;
+  at::Tensor P = at::from_blob(const_cast<double*>(Pv.data()), {n, n}, at::kDouble).clone();
+  P = P / P.sum(1, true).clamp_min(1e-300);
+  // Stationary distribution by power iteration from uniform.
+  at::Tensor pi = at::full({n}, 1.0 / n, at::kDouble);
+  // (Capped: on nearly decomposable walks π converges slowly and is ill-conditioned
+  // anyway; the cut only needs the degrees roughly right.)
+  at::Tensor Pt = P.t().contiguous();
+  for (int it = 0; it < 500; ++it) {
+    at::Tensor next = at::mv(Pt, pi);
+    next = next / next.sum();
+    const double delta = (next - pi).abs().sum().item<double>();
+    pi = next;
+    if (delta < 1e-10) break;
+  }
+  pi = pi.clamp_min(1e-15);
+  // W = ½(ΠP + PᵀΠ); degrees = π.
+  at::Tensor Wm = 0.5 * (pi.unsqueeze(1) * P + P.t() * pi.unsqueeze(0));
+  at::Tensor dis = pi.rsqrt();
+  at::Tensor M = dis.unsqueeze(1) * Wm * dis.unsqueeze(0);
+  M = 0.5 * (M + M.t());
+  auto eig = at::linalg_eigh(M, "L");
+  at::Tensor vecs = std::get<1>(eig);
+  // Largest eigenvalue of M = smallest of I - M; the second largest is column n-2.
+  at::Tensor y = vecs.select(1, n - 2) * dis;
+  const auto ya = y.accessor<double, 1>();
+  int64_t imax = 0;
+  for (int i = 1; i < n; ++i)
+    if (std::fabs(ya[i]) > std::fabs(ya[imax])) imax = i;
+  if (ya[imax] < 0) y = -y;
+  std::vector<double> yv(y.data_ptr<double>(), y.data_ptr<double>() + n);
+  const double lo = 0.99 * *std::min_element(yv.begin(), yv.end());
+  const double hi = 0.99 * *std::max_element(yv.begin(), yv.end());
+  const auto Wa = Wm.contiguous();
+  const double* w = Wa.data_ptr<double>();
+  const double* pv = pi.data_ptr<double>();
+  for (int s = 0; s < sweep; ++s) {
+    const double theta = sweep > 1 ? lo + (hi - lo) * s / (sweep - 1) : 0.5 * (lo + hi);
+    double cut = 0, volA = 0, volB = 0;
+    for (int i = 0; i < n; ++i) (yv[i] > theta ? volA : volB) += pv[i];
+    if (volA <= 0 || volB <= 0) {
+      b.sweep_ncut.push_back(1e300);
+      continue;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (!(yv[i] > theta)) continue;
+      const double* wr = w + static_cast<size_t>(i) * n;
+      for (int j = 0; j < n; ++j)
+        if (!(yv[j] > theta)) cut += wr[j];
+    }
+    const double nc = cut / volA + cut / volB;
+    b.sweep_ncut.push_back(nc);
+    if (nc < b.ncut) {
+      b.ncut = nc;
+      b.side.assign(n, 0);
+      for (int i = 0; i < n; ++i) b.side[i] = yv[i] > theta;
+    }
+  }
+  return b;
+}
+
+std::vector<int> recursive_rw_ncut(const std::vector<float>& Pf, int n, const NcutParams& p) {
+  // Power walk P^k by repeated squaring, rows renormalised.
+  at::Tensor P = at::from_blob(const_cast<float*>(Pf.data()), {n, n}, at::kFloat).to(at::kDouble);
+  P = P / P.sum(1, true).clamp_min(1e-300);
+  at::Tensor Pk = at::eye(n, at::kDouble), base = P;
+  for (int k = std::max(1, p.power); k > 0; k >>= 1) {
+    if (k & 1) Pk = at::mm(Pk, base);
+    if (k > 1) base = at::mm(base, base);
+    Pk = Pk / Pk.sum(1, true).clamp_min(1e-300);
+  }
+  Pk = Pk.contiguous();
+  const double* pk = Pk.data_ptr<double>();
+  std::vector<int> labels(n, 0);
+  int next_label = 1;
+  std::function<void(const std::vector<int>&, int, int, double)> rec = [&](const std::vector<int>& nodes, int label,
+                                                                          int depth, double parent_ncut) {
+    const int m = static_cast<int>(nodes.size());
+    if (depth >= p.max_depth || m < 2 * std::max(1, p.min_size)) return;
+    std::vector<double> sub(static_cast<size_t>(m) * m);
+    for (int a = 0; a < m; ++a)
+      for (int c = 0; c < m; ++c) sub[static_cast<size_t>(a) * m + c] = pk[static_cast<size_t>(nodes[a]) * n + nodes[c]];
+    Bipartition b = rw_ncut_bipartition(sub, m, p.sweep);
+    if (b.side.empty()) return;
+    std::vector<int> A, B;
+    for (int a = 0; a < m; ++a) (b.side[a] ? A : B).push_back(nodes[a]);
+    if (static_cast<int>(A.size()) < p.min_size || static_cast<int>(B.size()) < p.min_size) return;
+    bool accept = false;
+    switch (p.policy) {
+      case StopPolicy::Constant: accept = b.ncut < p.tau; break;
+      case StopPolicy::Null: accept = b.ncut < 1.0; break;
+      case StopPolicy::Parent: accept = b.ncut < 1.0 && b.ncut <= parent_ncut; break;
+      case StopPolicy::SweepMad: {
+        std::vector<double> v;
+        for (double x : b.sweep_ncut)
+          if (x < 1e299) v.push_back(x);
+        if (v.size() < 3) break;
+        std::sort(v.begin(), v.end());
+        const double med = v[v.size() / 2];
+        std::vector<double> dev;
+        for (double x : v) dev.push_back(std::fabs(x - med));
+        std::sort(dev.begin(), dev.end());
+        accept = b.ncut < med - dev[dev.size() / 2];
+        break;
+      }
+    }
+    if (!accept) return;
+    const int other = next_label++;
+    for (int v : B) labels[v] = other;
+    rec(A, label, depth + 1, b.ncut);
+    rec(B, other, depth + 1, b.ncut);
+  };
+  std::vector<int> all(n);
+  for (int i = 0; i < n; ++i) all[i] = i;
+  rec(all, 0, 0, 1.0);
+  // Compact to 0..K-1 in token order.
+  std::map<int, int> remap;
+  for (int& l : labels) {
+    auto it = remap.find(l);
+    if (it == remap.end()) it = remap.emplace(l, static_cast<int>(remap.size())).first;
+    l = it->second;
+  }
+  return labels;
+}
+
+AutoResult walk_ncut(const Attention& att, int H, int W, const NcutParams& p) {
+  auto levels = maps_by_resolution(att);
+  if (levels.empty()) throw Error("ncut: no attention maps");
+  const AttentionMap* m = &levels[0];
+  for (const auto& l : levels)
+    if (std::abs(l.h - p.grid) < std::abs(m->h - p.grid)) m = &l;
+  const int n = static_cast<int>(m->tokens());
+  if (n > 4096) throw Error("ncut: grid " + std::to_string(m->h) + "x" + std::to_string(m->w) + " is too large (at most 64x64)");
+  auto labels = recursive_rw_ncut(m->data, n, p);
+  int K = 0;
+  for (int l : labels) K = std::max(K, l + 1);
+  AutoResult res;
+  res.meta["grid"] = std::to_string(m->h) + "x" + std::to_string(m->w);
+  res.meta["power"] = std::to_string(p.power);
+  res.meta["stop"] = to_string(p.policy);
+  // Per-segment indicator maps, upsampled, argmax.
+  cv::Mat best(H, W, CV_32F, cv::Scalar(-1.0f));
+  res.labels = cv::Mat::zeros(H, W, CV_16U);
+  for (int k = 0; k < K; ++k) {
+    cv::Mat ind(m->h, m->w, CV_32F);
+    for (int i = 0; i < n; ++i) ind.at<float>(i / m->w, i % m->w) = labels[i] == k ? 1.0f : 0.0f;
+    cv::Mat up = upsample_bilinear(ind, H, W);
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x)
+        if (up.at<float>(y, x) > best.at<float>(y, x)) {
+          best.at<float>(y, x) = up.at<float>(y, x);
+          res.labels.at<uint16_t>(y, x) = static_cast<uint16_t>(k);
+        }
+  }
+  res.segments = K;
+  return res;
+}
+
+}  // namespace m2n2
