@@ -9,6 +9,7 @@
 #include <new>
 #include <opencv2/imgproc.hpp>
 
+#include "core/fault_injection.hpp"
 #include "m2n2/eval/datasets.hpp"
 #include "m2n2/attention/attention.hpp"
 #include "m2n2/attention/default_source.hpp"

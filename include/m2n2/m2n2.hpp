@@ -102,6 +102,7 @@ class Session {
   Segmenter::Result segment(const std::vector<Click>& clicks);
   // Computes the maps of several points in one batched Markov run.
   void prepare_points(const std::vector<cv::Point>& points);
+  void prepare_clicks(const std::vector<Click>& clicks);
   // The grid Markov-map of a point (iteration counts, h×w CV_32F).
   cv::Mat markov_map(cv::Point p);
   // The distance map of a point at image size, in [0, 1], CV_32F.

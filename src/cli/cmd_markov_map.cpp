@@ -7,23 +7,14 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "m2n2/io/click_file.hpp"
 #include "m2n2/attention/attention_file.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/io/image_io.hpp"
 #include "m2n2/io/npy.hpp"
+#include "m2n2/io/visuals.hpp"
 
 namespace m2n2::cli {
-
-cv::Mat heatmap_png(const cv::Mat& m) {
-  double lo, hi;
-  cv::minMaxLoc(m, &lo, &hi);
-  cv::Mat u8;
-  m.convertTo(u8, CV_8U, hi > lo ? 255.0 / (hi - lo) : 0.0, hi > lo ? -lo * 255.0 / (hi - lo) : 0.0);
-  cv::Mat bgr, rgb;
-  cv::applyColorMap(255 - u8, bgr, cv::COLORMAP_JET);
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
-}
 
 void register_markov_map(CLI::App& app, int& code) {
   struct Opt {
@@ -45,15 +36,18 @@ void register_markov_map(CLI::App& app, int& code) {
     code = guarded([&]() {
       setup(o->common);
       const cv::Point2d pt = parse_point(o->point);
-      Pipeline pipe(o->common, o->m2n2);
+      auto engine = make_engine(o->common, o->m2n2);
       LoadedImage li = read_rgb(o->image);
-      Click c{pt.x, pt.y, true};
+      const Click c{pt.x, pt.y, true};
       const cv::Point p = click_pixel(c);
-      if (p.x < 0 || p.y < 0 || p.x >= li.rgb.cols || p.y >= li.rgb.rows)
+      try {
+        check_clicks_inside({c}, li.rgb.size());
+      } catch (const Error&) {
         throw UsageError(o->image + ": --point " + o->point + " is outside the " + std::to_string(li.rgb.cols) + "x" +
                          std::to_string(li.rgb.rows) + " image");
-      auto seg = pipe.session(li.rgb, nullptr, o->image);
-      cv::Mat m = o->lowres ? seg->lowres_markov_map(p) : seg->distance_map(p);
+      }
+      auto session = engine->open(li.rgb, o->image);
+      cv::Mat m = o->lowres ? session->markov_map(p) : session->distance_map(p);
       m = m.clone();
       write_npy(o->npy, m.ptr<float>(), {m.rows, m.cols});
       if (!o->png.empty()) write_png_atomic(o->png, heatmap_png(m));
@@ -80,13 +74,11 @@ void register_attention(CLI::App& app, int& code) {
   sub->callback([o, &code]() {
     code = guarded([&]() {
       setup(o->common);
-      M2N2Flags f;
-      Pipeline pipe(o->common, f);
+      auto engine = make_engine(o->common, M2N2Flags());
       LoadedImage li = read_rgb(o->image);
-      Attention att = pipe.attention(li.rgb);
-      AttentionMap m = combine_for_m2n2(att);
+      AttentionMap m = combine_for_m2n2(engine->attention(li.rgb));
       write_attention_npy(o->npy, m, o->fp16);
-      nlohmann::json j = {{"image", o->image}, {"npy", o->npy}, {"grid", {m.h, m.w}}, {"source", pipe.source_id()}};
+      nlohmann::json j = {{"image", o->image}, {"npy", o->npy}, {"grid", {m.h, m.w}}, {"source", engine->source_id()}};
       std::cout << j.dump() << "\n";
       return static_cast<int>(kOk);
     });

@@ -4,6 +4,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "m2n2/io/click_file.hpp"
 #include "m2n2/eval/click_simulator.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/io/image_io.hpp"

@@ -8,13 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "m2n2/io/click_file.hpp"
 #include "commands.hpp"
 #include "common.hpp"
-#include "m2n2/core/error.hpp"
-#include "m2n2/io/image_io.hpp"
+#include "core/fault_injection.hpp"
+#include "m2n2/io/click_file.hpp"
 #include "m2n2/io/npy.hpp"
-#include "m2n2/io/rle.hpp"
+#include "m2n2/io/visuals.hpp"
 
 namespace m2n2::cli {
 namespace fs = std::filesystem;
@@ -24,63 +23,13 @@ namespace {
 struct SegmentOptions {
   CommonOptions common;
   M2N2Flags m2n2;
-  std::string image;
+  std::string image, out, click_file, images_dir, shard;
   std::vector<std::string> clicks;
-  std::string out;
-  std::string click_file;
-  std::string images_dir;
-  std::string shard;
   bool rle = false, soft = false, overlay = false, overwrite = false;
 };
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-nlohmann::json rle_json(const cv::Mat& mask) {
-  return {{"size", {mask.rows, mask.cols}}, {"counts", rle_to_string(rle_counts(mask))}};
-}
-
-// Soft map: 16-bit, 32768 at the decision boundary of the positive clicks' distance.
-cv::Mat soft_png(const cv::Mat& soft) {
-  cv::Mat out(soft.size(), CV_16U);
-  for (int y = 0; y < soft.rows; ++y)
-    for (int x = 0; x < soft.cols; ++x) {
-      const float v = soft.at<float>(y, x);
-      const double s = std::isfinite(v) ? std::min(65535.0, std::round(static_cast<double>(v) * 32768.0)) : 65535.0;
-      out.at<uint16_t>(y, x) = static_cast<uint16_t>(s);
-    }
-  return out;
-}
-
-cv::Mat overlay_image(const cv::Mat& rgb, const cv::Mat& mask, const std::vector<Click>& clicks) {
-  cv::Mat out = rgb.clone();
-  for (int y = 0; y < out.rows; ++y)
-    for (int x = 0; x < out.cols; ++x)
-      if (mask.at<uint8_t>(y, x)) {
-        auto& p = out.at<cv::Vec3b>(y, x);
-        p = cv::Vec3b(static_cast<uint8_t>(0.5 * p[0] + 0.5 * 30), static_cast<uint8_t>(0.5 * p[1] + 0.5 * 144),
-                      static_cast<uint8_t>(0.5 * p[2] + 0.5 * 255));
-      }
-  std::vector<std::vector<cv::Point>> contours;
-  cv::findContours(mask.clone(), contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
-  cv::drawContours(out, contours, -1, cv::Scalar(255, 255, 255), 1);
-  const int r = std::max(3, std::min(out.rows, out.cols) / 80);
-  for (const auto& c : clicks) {
-    const cv::Point p = click_pixel(c);
-    cv::circle(out, p, r + 1, cv::Scalar(255, 255, 255), cv::FILLED, cv::LINE_AA);
-    cv::circle(out, p, r, c.positive ? cv::Scalar(40, 200, 40) : cv::Scalar(220, 40, 40), cv::FILLED, cv::LINE_AA);
-  }
-  return out;
-}
-
-void check_clicks_inside(const std::vector<Click>& clicks, const cv::Mat& rgb) {
-  for (const auto& c : clicks) {
-    const cv::Point p = click_pixel(c);
-    if (p.x < 0 || p.y < 0 || p.x >= rgb.cols || p.y >= rgb.rows)
-      throw Error("click (" + std::to_string(c.x) + "," + std::to_string(c.y) + ") is outside the " +
-                  std::to_string(rgb.cols) + "x" + std::to_string(rgb.rows) + " image");
-  }
 }
 
 void write_output(const std::string& path, const cv::Mat& img, bool overwrite) {
@@ -90,7 +39,7 @@ void write_output(const std::string& path, const cv::Mat& img, bool overwrite) {
 }
 
 // Processes one image entry; returns its JSON line. Never throws for item errors.
-nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, const fs::path& base, Pipeline& pipe,
+nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, const fs::path& base, Engine& engine,
                              int& failures) {
   nlohmann::json line;
   line["image"] = spec.image;
@@ -116,7 +65,7 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
       std::string err = os.error;
       if (err.empty()) {
         try {
-          check_clicks_inside(os.clicks, li.rgb);
+          check_clicks_inside(os.clicks, li.rgb.size());
           std::error_code ec;
           if (!o.overwrite && fs::exists(out_dir / (os.id + ".png"), ec))
             err = (out_dir / (os.id + ".png")).string() + ": exists (use --overwrite)";
@@ -136,22 +85,21 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
       std::error_code ec;
       fs::create_directories(out_dir, ec);
       if (ec || !fs::is_directory(out_dir)) throw Error(out_dir.string() + ": cannot create output folder (" + ec.message() + ")");
-      double att_s = 0;
-      // One segmenter per image: the per-click maps are shared between objects.
-      auto session = pipe.session(li.rgb, &att_s, spec.image);
-      Segmenter& seg = *session;
-      line["attention_ms"] = att_s * 1000.0;
-      if (seg.working_size() != li.rgb.size()) line["working_size"] = {seg.working_size().width, seg.working_size().height};
-      std::vector<cv::Point> all;
-      for (const auto* os : todo)
-        for (const auto& c : os->clicks) all.push_back(click_pixel(c));
-      seg.prepare(all);
+      // One session per image: the per-click maps are shared between objects.
+      auto session = engine.open(li.rgb, spec.image);
+      session->prepare();
+      line["attention_ms"] = (session->timings().attention + session->timings().op) * 1000.0;
+      const cv::Size work = session->working_size();
+      if (work != li.rgb.size()) line["working_size"] = {work.width, work.height};
+      std::vector<Click> all;
+      for (const auto* os : todo) all.insert(all.end(), os->clicks.begin(), os->clicks.end());
+      session->prepare_clicks(all);
       for (const auto* os : todo) {
         const auto t0 = std::chrono::steady_clock::now();
         nlohmann::json oj = {{"id", os->id}};
         try {
           inject_fault(spec.image + "#" + os->id);
-          auto res = seg.segment(os->clicks);
+          auto res = session->segment(os->clicks);
           const std::string mask_path = (out_dir / (os->id + ".png")).string();
           write_output(mask_path, res.mask, o.overwrite);
           oj["ok"] = true;
@@ -196,7 +144,7 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
 
 int run_batch(const SegmentOptions& o) {
   const auto [shard_i, shard_n] = o.shard.empty() ? std::pair<int, int>{0, 1} : parse_shard(o.shard);
-  Pipeline pipe(o.common, o.m2n2);
+  auto engine = make_engine(o.common, o.m2n2);
   int failures = 0;
   if (o.click_file == "-") {
     const fs::path base = o.images_dir.empty() ? fs::current_path() : fs::path(o.images_dir);
@@ -207,7 +155,7 @@ int run_batch(const SegmentOptions& o) {
       if (++index % shard_n != shard_i) continue;  // another shard's line
       ImageSpec spec = parse_click_line(text);
       if (spec.image.empty() && !spec.error.empty()) spec.image = "<line " + std::to_string(n + 1) + ">";
-      auto line = process_entry(spec, o, base, pipe, failures);
+      auto line = process_entry(spec, o, base, *engine, failures);
       std::cout << line.dump() << "\n" << std::flush;
       ++n;
     }
@@ -236,7 +184,7 @@ int run_batch(const SegmentOptions& o) {
   Progress bar(static_cast<int>(specs.size()), !o.common.quiet, "segment");
   int done = 0;
   for (const auto& spec : specs) {
-    auto line = process_entry(spec, o, base, pipe, failures);
+    auto line = process_entry(spec, o, base, *engine, failures);
     std::cout << line.dump() << "\n" << std::flush;
     bar.update(++done, std::to_string(failures) + " failed");
   }
@@ -250,17 +198,19 @@ int run_single(const SegmentOptions& o) {
   for (const auto& s : o.clicks) clicks.push_back(parse_click(s));
   if (clicks.empty()) throw UsageError("segment: give at least one --click X,Y,+ (or --clicks FILE)");
   if (o.out.empty()) throw UsageError("segment: --out MASK.png is required");
-  Pipeline pipe(o.common, o.m2n2);
+  auto engine = make_engine(o.common, o.m2n2);
   LoadedImage li = read_rgb(o.image);
   if (!li.note.empty()) spdlog::debug("{}: {}", o.image, li.note);
   try {
-    check_clicks_inside(clicks, li.rgb);
+    check_clicks_inside(clicks, li.rgb.size());
   } catch (const Error& e) {
     throw UsageError(o.image + ": " + e.what());
   }
   const auto t0 = std::chrono::steady_clock::now();
-  double att_s = 0;
-  auto res = pipe.session(li.rgb, &att_s, o.image)->segment(clicks);
+  auto session = engine->open(li.rgb, o.image);
+  session->prepare();
+  const double att_s = session->timings().attention + session->timings().op;
+  auto res = session->segment(clicks);
   write_png_atomic(o.out, res.mask);
   nlohmann::json j = {{"image", o.image}, {"mask", o.out}, {"area", cv::countNonZero(res.mask)},
                       {"width", li.rgb.cols}, {"height", li.rgb.rows}, {"attention_ms", att_s * 1000.0}};

@@ -31,13 +31,7 @@ M2N2Params M2N2Flags::params(Device device) const {
   p.scoring.use_pos = !no_pos;
   p.scoring.use_neg = !no_neg;
   p.max_side = max_side;
-  if (max_side != 0) check_range("--max-side", max_side, 16, 1 << 16);
-  if (!(temperature > 0) || !std::isfinite(temperature)) throw UsageError("--temperature must be a finite number > 0");
-  check_range("--ipf-iterations", ipf_iterations, 0, 100000);
-  check_range("--max-iterations", max_iterations, 1, 100000);
-  if (!(markov_threshold > 0 && markov_threshold < 1)) throw UsageError("--markov-threshold must be in (0, 1)");
-  if (!(jbu_spatial_sigma > 0) || !(jbu_range_sigma > 0)) throw UsageError("--jbu-spatial-sigma and --jbu-range-sigma must be > 0");
-  if (!(max_area > 0 && max_area <= 1)) throw UsageError("--max-area must be in (0, 1]");
+  check_params(p);
   return p;
 }
 
@@ -105,73 +99,31 @@ double max_memory_bytes(const CommonOptions& o) {
   }
 }
 
-Pipeline::Pipeline(const CommonOptions& o, const M2N2Flags& f)
-    : opt_(o), cache_(o.no_cache ? "" : (o.cache_dir.empty() ? AttentionCache::default_dir() : o.cache_dir)) {
-  Device dev;
+std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f) {
+  EngineOptions e;
   try {
-    dev = parse_device(o.device);
-  } catch (const Error& e) {
-    throw UsageError(e.what());
+    e.device = parse_device(o.device);
+  } catch (const Error& err) {
+    throw UsageError(err.what());
   }
-  params_ = f.params(dev);
-  cache_.set_warn([](const std::string& message) { spdlog::warn("{}", message); });
-  SourceOptions& so = source_options_;
-  so.device = dev;
-  so.grid = o.grid;
-  so.max_memory_bytes = max_memory_bytes(o);
-  so.warn = [](const std::string& message) { spdlog::warn("{}", message); };
+  e.params = f.params(e.device);
+  e.source = o.source;
+  e.grid = o.grid;
+  e.cache_dir = o.no_cache ? "" : (o.cache_dir.empty() ? AttentionCache::default_dir() : o.cache_dir);
+  e.max_memory_bytes = max_memory_bytes(o);
+  e.warn = log_warn;
   try {
-    source_ = make_source(o.source, so);
+    return std::make_unique<Engine>(std::move(e));
   } catch (const MemoryError&) {
     throw;
-  } catch (const Error& e) {
-    throw UsageError(e.what());  // a bad --source is a usage error
+  } catch (const Error& err) {
+    throw UsageError(err.what());  // a bad --source is a usage error
   }
 }
 
-Attention Pipeline::attention(const cv::Mat& rgb) { return cache_.get(*source_, rgb); }
-
-std::shared_ptr<const MarkovOperator> Pipeline::build(const cv::Mat& rgb, AttentionSource& source,
-                                                      const M2N2Params& params, const std::string& name) {
-  inject_fault(name, params.op.device == Device::Cpu);
-  Attention att = cache_.get(source, rgb);
-  AttentionMap m = combine_for_m2n2(att);
-  att = Attention();  // the combined map is all the operator needs
-  check_memory(operator_memory_bytes(m.tokens()), max_memory_bytes(opt_),
-               "the Markov operator of a " + std::to_string(m.h) + "x" + std::to_string(m.w) + " grid",
-               "use a smaller grid (--grid, or export at a lower attention resolution)");
-  return std::make_shared<MarkovOperator>(m, params.op);
-}
-
-std::shared_ptr<const MarkovOperator> Pipeline::prepare(const cv::Mat& rgb, double* seconds, const std::string& name) {
-  const auto t0 = std::chrono::steady_clock::now();
-  std::shared_ptr<const MarkovOperator> op;
-  try {
-    op = build(rgb, *source_, params_, name);
-  } catch (const MemoryError&) {
-    throw;  // our own estimate: the same for every image, and no device will do better
-  } catch (const std::exception& e) {
-    if (opt_.device != "auto" || !is_out_of_memory(e) || dynamic_cast<const std::bad_alloc*>(&e)) throw;
-    // Out of GPU memory: everything of this attempt is freed by now; once more on the CPU.
-    spdlog::warn("{}: {}; retrying this image on the CPU", name.empty() ? "image" : name, one_line_message(e));
-    if (!cpu_source_) {
-      SourceOptions so = source_options_;
-      so.device = Device::Cpu;
-      cpu_source_ = make_source(opt_.source, so);
-    }
-    M2N2Params p = params_;
-    p.op.device = Device::Cpu;
-    op = build(rgb, *cpu_source_, p, name);
-  }
-  if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return op;
-}
-
-std::unique_ptr<Segmenter> Pipeline::session(const cv::Mat& rgb, double* seconds, const std::string& name) {
-  const cv::Mat work = fit_max_side(rgb, params_.max_side);
-  auto op = prepare(work, seconds, name);
-  return std::make_unique<Segmenter>(work, op, params_, rgb.size());
-}
+void log_info(const std::string& message) { spdlog::info("{}", message); }
+void log_warn(const std::string& message) { spdlog::warn("{}", message); }
+void log_error(const std::string& message) { spdlog::error("{}", message); }
 
 void check_range(const char* flag, long long value, long long lo, long long hi) {
   if (value < lo || value > hi)
@@ -179,55 +131,13 @@ void check_range(const char* flag, long long value, long long lo, long long hi) 
                      std::to_string(value));
 }
 
-std::pair<int, int> parse_shard(const std::string& s, const char* flag) {
-  int i = 0, n = 1;
-  char tail = 0;
-  if (std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &tail) != 2 || n < 1 || i < 0 || i >= n)
-    throw UsageError(std::string(flag) + ": expected I/N with 0 <= I < N, got '" + s + "'");
-  return {i, n};
-}
-
-Click parse_click(const std::string& s) {
-  const auto a = s.find(','), b = s.rfind(',');
-  if (a == std::string::npos || a == b) throw UsageError("--click: expected X,Y,+ or X,Y,-, got '" + s + "'");
-  Click c;
-  try {
-    size_t p1, p2;
-    const std::string xs = s.substr(0, a), ys = s.substr(a + 1, b - a - 1);
-    c.x = std::stod(xs, &p1);
-    c.y = std::stod(ys, &p2);
-    if (p1 != xs.size() || p2 != ys.size()) throw 0;
-  } catch (...) {
-    throw UsageError("--click: coordinates of '" + s + "' are not numbers");
-  }
-  if (!std::isfinite(c.x) || !std::isfinite(c.y)) throw UsageError("--click: coordinates of '" + s + "' must be finite");
-  const std::string l = s.substr(b + 1);
-  if (l == "+" || l == "pos" || l == "1" || l == "p") c.positive = true;
-  else if (l == "-" || l == "neg" || l == "0" || l == "n") c.positive = false;
-  else throw UsageError("--click: label of '" + s + "' must be + or -");
-  return c;
-}
-
-cv::Point2d parse_point(const std::string& s) {
-  const auto a = s.find(',');
-  if (a == std::string::npos) throw UsageError("expected X,Y, got '" + s + "'");
-  try {
-    size_t p1, p2;
-    const std::string xs = s.substr(0, a), ys = s.substr(a + 1);
-    const double x = std::stod(xs, &p1), y = std::stod(ys, &p2);
-    if (p1 != xs.size() || p2 != ys.size() || !std::isfinite(x) || !std::isfinite(y)) throw 0;
-    return {x, y};
-  } catch (...) {
-    throw UsageError("expected X,Y with finite numbers, got '" + s + "'");
-  }
-}
-
 bool stderr_is_tty() { return ::isatty(2) == 1; }
 
 Progress::Progress(int total, bool enabled, std::string label)
     : total_(total), enabled_(enabled && stderr_is_tty()), label_(std::move(label)), start_(std::chrono::steady_clock::now()) {}
 
-void Progress::update(int done, const std::string& extra) {
+void Progress::update(int done, const std::string& extra, int total) {
+  if (total >= 0) total_ = total;
   if (!enabled_) return;
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = el > 0 ? done / el : 0;
@@ -251,6 +161,9 @@ int guarded(const std::function<int()>& body) {
   try {
     return body();
   } catch (const UsageError& e) {
+    spdlog::error("{}", e.what());
+    return kUsage;
+  } catch (const InvalidArgument& e) {
     spdlog::error("{}", e.what());
     return kUsage;
   } catch (const Error& e) {

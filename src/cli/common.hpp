@@ -1,4 +1,4 @@
-// CLI helpers shared by the subcommands: flags, logging, the attention pipeline,
+// CLI helpers shared by the subcommands: flags, logging, the engine of the flags,
 // click parsing, progress bar, exit codes. No LibTorch here.
 #pragma once
 #include <CLI/CLI.hpp>
@@ -7,9 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "m2n2/attention/attention.hpp"
-#include "m2n2/attention/attention_cache.hpp"
-#include "m2n2/interactive/segmenter.hpp"
+#include "m2n2/m2n2.hpp"
 
 namespace m2n2::cli {
 
@@ -55,46 +53,20 @@ void add_m2n2_flags(CLI::App* app, M2N2Flags& f);
 void setup(const CommonOptions& o);
 double max_memory_bytes(const CommonOptions& o);
 
-// Attention source + cache + operator preparation for one image at a time.
-class Pipeline {
- public:
-  Pipeline(const CommonOptions& o, const M2N2Flags& f);
-  Attention attention(const cv::Mat& rgb);
-  // Attention and operator of one image. `name` (the image) is used in messages. With
-  // --device auto, an out-of-memory failure on the GPU is retried once on the CPU.
-  std::shared_ptr<const MarkovOperator> prepare(const cv::Mat& rgb, double* seconds = nullptr,
-                                                const std::string& name = "");
-  // The M2N2 session of one image: its working copy (--max-side), attention, operator
-  // and segmenter, which answers at the image's full size.
-  std::unique_ptr<Segmenter> session(const cv::Mat& rgb, double* seconds = nullptr, const std::string& name = "");
-  const M2N2Params& params() const { return params_; }
-  std::string source_id() const { return source_->id(); }
-  AttentionCache& cache() { return cache_; }
+// The engine of the common flags (source, device, cache, memory limit, M2N2 flags);
+// warnings go to the log. A bad --source or --device is a UsageError.
+std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f);
 
- private:
-  std::shared_ptr<const MarkovOperator> build(const cv::Mat& rgb, AttentionSource& source, const M2N2Params& params,
-                                              const std::string& name);
-  CommonOptions opt_;
-  M2N2Params params_;
-  SourceOptions source_options_;
-  std::unique_ptr<AttentionSource> source_;
-  std::unique_ptr<AttentionSource> cpu_source_;  // made on the first CPU retry
-  AttentionCache cache_;
-};
-
-// "I/N" -> shard I of N (0 <= I < N); throws UsageError naming `flag`.
-std::pair<int, int> parse_shard(const std::string& s, const char* flag = "--shard");
-
-// "X,Y,+" / "X,Y,-" (also "pos"/"neg"/"1"/"0").
-Click parse_click(const std::string& s);
-// "X,Y"
-cv::Point2d parse_point(const std::string& s);
+void log_info(const std::string& message);
+void log_warn(const std::string& message);
+void log_error(const std::string& message);
 
 // Progress on stderr when it is a terminal (done/total, rate, ETA, extra text).
 class Progress {
  public:
   Progress(int total, bool enabled, std::string label);
-  void update(int done, const std::string& extra = "");
+  // `total` < 0 keeps the total given before.
+  void update(int done, const std::string& extra = "", int total = -1);
   void finish();
 
  private:

@@ -9,6 +9,7 @@
 #include <new>
 #include <thread>
 
+#include "core/fault_injection.hpp"
 #include "m2n2/core/error.hpp"
 #include "core/torch_device.hpp"
 

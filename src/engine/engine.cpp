@@ -1,4 +1,5 @@
 // The engine (source, cache, parameters, device) and the per-image session.
+#include "core/fault_injection.hpp"
 #include "m2n2/m2n2.hpp"
 
 #include <chrono>
@@ -164,6 +165,11 @@ const std::string& Session::name() const { return impl_->name; }
 
 Segmenter::Result Session::segment(const std::vector<Click>& clicks) { return impl_->segmenter().segment(clicks); }
 void Session::prepare_points(const std::vector<cv::Point>& points) { impl_->segmenter().prepare(points); }
+void Session::prepare_clicks(const std::vector<Click>& clicks) {
+  std::vector<cv::Point> points;
+  for (const auto& c : clicks) points.push_back(click_pixel(c));
+  prepare_points(points);
+}
 cv::Mat Session::markov_map(cv::Point p) { return impl_->segmenter().lowres_markov_map(p).clone(); }
 cv::Mat Session::distance_map(cv::Point p) { return impl_->segmenter().distance_map(p); }
 void Session::clear_points() {

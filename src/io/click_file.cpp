@@ -1,6 +1,7 @@
 #include "m2n2/io/click_file.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -142,6 +143,49 @@ ImageSpec parse_click_line(const std::string& line) {
     return s;
   }
   return parse_image_entry(j);
+}
+
+std::pair<int, int> parse_shard(const std::string& s, const char* flag) {
+  int i = 0, n = 1;
+  char tail = 0;
+  if (std::sscanf(s.c_str(), "%d/%d%c", &i, &n, &tail) != 2 || n < 1 || i < 0 || i >= n)
+    throw InvalidArgument(std::string(flag) + ": expected I/N with 0 <= I < N, got '" + s + "'");
+  return {i, n};
+}
+
+Click parse_click(const std::string& s) {
+  const auto a = s.find(','), b = s.rfind(',');
+  if (a == std::string::npos || a == b) throw InvalidArgument("--click: expected X,Y,+ or X,Y,-, got '" + s + "'");
+  Click c;
+  try {
+    size_t p1, p2;
+    const std::string xs = s.substr(0, a), ys = s.substr(a + 1, b - a - 1);
+    c.x = std::stod(xs, &p1);
+    c.y = std::stod(ys, &p2);
+    if (p1 != xs.size() || p2 != ys.size()) throw 0;
+  } catch (...) {
+    throw InvalidArgument("--click: coordinates of '" + s + "' are not numbers");
+  }
+  if (!std::isfinite(c.x) || !std::isfinite(c.y)) throw InvalidArgument("--click: coordinates of '" + s + "' must be finite");
+  const std::string l = s.substr(b + 1);
+  if (l == "+" || l == "pos" || l == "1" || l == "p") c.positive = true;
+  else if (l == "-" || l == "neg" || l == "0" || l == "n") c.positive = false;
+  else throw InvalidArgument("--click: label of '" + s + "' must be + or -");
+  return c;
+}
+
+cv::Point2d parse_point(const std::string& s) {
+  const auto a = s.find(',');
+  if (a == std::string::npos) throw InvalidArgument("expected X,Y, got '" + s + "'");
+  try {
+    size_t p1, p2;
+    const std::string xs = s.substr(0, a), ys = s.substr(a + 1);
+    const double x = std::stod(xs, &p1), y = std::stod(ys, &p2);
+    if (p1 != xs.size() || p2 != ys.size() || !std::isfinite(x) || !std::isfinite(y)) throw 0;
+    return {x, y};
+  } catch (...) {
+    throw InvalidArgument("expected X,Y with finite numbers, got '" + s + "'");
+  }
 }
 
 }  // namespace m2n2

@@ -105,6 +105,13 @@ std::vector<std::vector<float>> merge_proposals(const std::vector<std::vector<fl
   return out;
 }
 
+void check_params(const DiffSegParams& p) {
+  if (p.anchors < 1 || p.anchors > 64) throw InvalidArgument("--anchors must be in 1..64");
+  if (p.kl_thresholds.empty()) throw InvalidArgument("--kl-thresholds needs at least one value");
+  for (double k : p.kl_thresholds)
+    if (!std::isfinite(k) || k < 0) throw InvalidArgument("--kl-thresholds must be finite numbers >= 0");
+}
+
 AutoResult diffseg(const Attention& att, int H, int W, const DiffSegParams& p) {
   auto levels = maps_by_resolution(att);
   AutoResult res;

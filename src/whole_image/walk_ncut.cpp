@@ -17,7 +17,20 @@ StopPolicy parse_stop_policy(const std::string& s) {
   if (s == "null") return StopPolicy::Null;
   if (s == "sweep-mad") return StopPolicy::SweepMad;
   if (s == "parent") return StopPolicy::Parent;
-  throw Error("--stop: expected constant, null, sweep-mad or parent, got '" + s + "'");
+  throw InvalidArgument("--stop: expected constant, null, sweep-mad or parent, got '" + s + "'");
+}
+
+void check_params(const NcutParams& p) {
+  auto range = [](const char* flag, long long v, long long lo, long long hi) {
+    if (v < lo || v > hi)
+      throw InvalidArgument(std::string(flag) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) +
+                            ", got " + std::to_string(v));
+  };
+  range("--power", p.power, 1, 1024);
+  range("--ncut-grid", p.grid, 1, 256);
+  range("--min-size", p.min_size, 1, 1 << 20);
+  range("--max-depth", p.max_depth, 0, 64);
+  if (!std::isfinite(p.tau) || p.tau < 0) throw InvalidArgument("--tau must be a finite number >= 0");
 }
 
 std::string to_string(StopPolicy p) {

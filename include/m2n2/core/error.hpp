@@ -12,6 +12,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A bad argument of the caller's (a file or setting given to the library, not an item
+// of a batch): front ends report it as a usage error.
+class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
 // Raised when an operation would need more memory than allowed.
 class MemoryError : public Error {
  public:
@@ -24,10 +31,5 @@ std::string one_line_message(const std::exception& e);
 // A device or host allocation failure (std::bad_alloc, "CUDA out of memory", ...).
 bool is_out_of_memory(const std::exception& e);
 
-// Test hook: when the environment variable M2N2_INJECT_FAULT is "KIND@NAME" and `name`
-// equals NAME, throws the kind of exception a real failure there would raise:
-// cv (cv::Exception), bad_alloc, c10 (c10::Error) or cuda_oom (c10::Error saying "CUDA
-// out of memory"; not thrown when `on_cpu`, as the real one never is). Does nothing otherwise.
-void inject_fault(const std::string& name, bool on_cpu = false);
 
 }  // namespace m2n2

@@ -36,6 +36,9 @@ struct M2N2Params {
   int max_side = 0;
 };
 
+// Throws InvalidArgument naming the flag of the first setting out of range.
+void check_params(const M2N2Params& p);
+
 // The image the attention path works on: `rgb` itself, or downscaled (INTER_AREA) so
 // that its longer side is `max_side` (0 = never).
 cv::Mat fit_max_side(const cv::Mat& rgb, int max_side);

@@ -16,6 +16,8 @@ struct DiffSegParams {
   std::vector<double> kl_thresholds = {1.1, 1.1, 1.1};  // one per merge iteration
   double log_floor = 1e-12;                 // clamp before log (fp32 instead of the reference's fp16)
 };
+// Throws InvalidArgument naming the flag of the first setting out of range.
+void check_params(const DiffSegParams& p);
 
 // Side-length weights of the resolutions present (8:4:2:1 for 64/32/16/8).
 std::vector<double> resolution_weights(const std::vector<int>& sides);

@@ -15,7 +15,7 @@ enum class StopPolicy {
   SweepMad,  // accept iff min NCut < median - MAD of the sweep's NCut values
   Parent,    // accept iff NCut <= the NCut of the split that made this segment (and < 1)
 };
-StopPolicy parse_stop_policy(const std::string& s);  // constant | null | sweep-mad | parent
+StopPolicy parse_stop_policy(const std::string& s);  // constant | null | sweep-mad | parent (else InvalidArgument)
 std::string to_string(StopPolicy p);
 
 struct NcutParams {
@@ -27,6 +27,8 @@ struct NcutParams {
   int max_depth = 8;
   int sweep = 100;      // thresholds tried along the eigenvector
 };
+// Throws InvalidArgument naming the flag of the first setting out of range.
+void check_params(const NcutParams& p);
 
 struct Bipartition {
   std::vector<char> side;  // 1 = y > theta
