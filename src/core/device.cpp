@@ -5,6 +5,8 @@
 #include <c10/util/Exception.h>
 #include <opencv2/core.hpp>
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <new>
 #include <thread>
@@ -12,6 +14,7 @@
 #include "core/fault_injection.hpp"
 #include "m2n2/core/error.hpp"
 #include "core/torch_device.hpp"
+#include "m2n2/core/memory.hpp"
 
 namespace m2n2 {
 
@@ -116,4 +119,26 @@ at::ScalarType storage_dtype(Device d, Precision p) {
 }
 
 }  // namespace detail
+double device_free_bytes(Device d) {
+  if (resolve(d) != Device::Cuda) return available_memory_bytes();
+  // The CUDA runtime is reached through the dynamic loader, so that the same code
+  // builds against CPU-only and CUDA LibTorch: the library LibTorch already loaded
+  // is found first (RTLD_NOLOAD), else a versioned name.
+  using MemGetInfo = int (*)(size_t*, size_t*);
+  static MemGetInfo fn = []() -> MemGetInfo {
+    for (const char* name : {"libcudart.so", "libcudart.so.12", "libcudart.so.11.0"}) {
+      void* h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+      if (!h) h = dlopen(name, RTLD_LAZY);
+      if (h)
+        if (void* f = dlsym(h, "cudaMemGetInfo")) return reinterpret_cast<MemGetInfo>(f);
+    }
+    return nullptr;
+  }();
+  size_t free_bytes = 0, total = 0;
+  if (!fn || fn(&free_bytes, &total) != 0) return 0;
+  // Memory LibTorch's caching allocator holds but does not use is free to it as well;
+  // it is not counted here, which errs on the side of refusing.
+  return static_cast<double>(free_bytes);
+}
+
 }  // namespace m2n2

@@ -57,4 +57,15 @@ void check_memory(double needed, double limit, const std::string& what, const st
   }
 }
 
+void check_memory(double needed, double limit, double available, const std::string& device, const std::string& what,
+                  const std::string& hint) {
+  const bool user_limit = limit > 0;
+  const double avail = user_limit ? limit : available;
+  if (avail <= 0) return;  // unknown: do not guess
+  if (needed > avail) {
+    throw MemoryError(what + " needs about " + format_bytes(needed) + " but only " + format_bytes(avail) +
+                      (user_limit ? " is allowed (--max-memory)" : " is available on the " + device) + "; " + hint);
+  }
+}
+
 }  // namespace m2n2

@@ -66,8 +66,10 @@ struct Engine::Impl {
     AttentionMap m = combine_for_m2n2(cache.get(src, rgb));
     t.attention = seconds_since(t0);
     if (opt.progress) opt.progress("operator", 0.5);
-    check_memory(operator_memory_bytes(m.tokens()), opt.max_memory_bytes,
-                 "the Markov operator of a " + std::to_string(m.h) + "x" + std::to_string(m.w) + " grid",
+    // Checked against the memory of the device that will hold the operator.
+    const bool gpu = resolve(params.device) == Device::Cuda;
+    check_memory(operator_memory_bytes(m.tokens()), opt.max_memory_bytes, device_free_bytes(params.device),
+                 gpu ? "GPU" : "host", "the Markov operator of a " + std::to_string(m.h) + "x" + std::to_string(m.w) + " grid",
                  "use a smaller grid (--grid, or export at a lower attention resolution)");
     t0 = std::chrono::steady_clock::now();
     auto op = std::make_shared<MarkovOperator>(std::move(m), params);

@@ -1,5 +1,5 @@
 // m2n2 — compute device and thread settings. The only place where device and
-// dtype choices are made (see src/torch_device.hpp for the LibTorch side).
+// dtype choices are made (see src/core/torch_device.hpp for the LibTorch side).
 #pragma once
 #include <string>
 
@@ -18,6 +18,10 @@ std::string to_string(Precision p);
 bool cuda_available();
 // Auto -> Cuda when available, else Cpu. Asking for Cuda without one throws Error.
 Device resolve(Device d);
+
+// Free memory of the device that `d` resolves to: the GPU's (cudaMemGetInfo of the
+// CUDA runtime LibTorch loaded) or the host's (MemAvailable); 0 when unknown.
+double device_free_bytes(Device d);
 
 // Sets the threads used by LibTorch and by m2n2's own OpenMP loops (one pool size
 // for both so that they never oversubscribe the cores). 0 = number of cores.

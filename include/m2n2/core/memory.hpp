@@ -14,5 +14,8 @@ std::string format_bytes(double bytes);
 // Throws MemoryError naming `what` when `needed` exceeds `limit` (or, with
 // limit = 0, what is available). `hint` is appended (e.g. "use a smaller grid").
 void check_memory(double needed, double limit, const std::string& what, const std::string& hint);
+// The same against `available` bytes of a named device ("GPU", "host") when no limit is given.
+void check_memory(double needed, double limit, double available, const std::string& device, const std::string& what,
+                  const std::string& hint);
 
 }  // namespace m2n2
