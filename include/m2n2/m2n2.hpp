@@ -70,6 +70,8 @@ class Engine {
 
   // An image's attention as the source delivers it (through the cache).
   Attention attention(const cv::Mat& rgb);
+  // The one map M2N2 uses (combine_for_m2n2 of the above), e.g. for export as .npy.
+  AttentionMap combined_attention(const cv::Mat& rgb);
 
   const EngineOptions& options() const;
   const M2N2Params& params() const;

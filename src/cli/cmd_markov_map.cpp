@@ -76,7 +76,7 @@ void register_attention(CLI::App& app, int& code) {
       setup(o->common);
       auto engine = make_engine(o->common, M2N2Flags());
       LoadedImage li = read_rgb(o->image);
-      AttentionMap m = combine_for_m2n2(engine->attention(li.rgb));
+      const AttentionMap m = engine->combined_attention(li.rgb);
       write_attention_npy(o->npy, m, o->fp16);
       nlohmann::json j = {{"image", o->image}, {"npy", o->npy}, {"grid", {m.h, m.w}}, {"source", engine->source_id()}};
       std::cout << j.dump() << "\n";

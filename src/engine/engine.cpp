@@ -87,6 +87,7 @@ std::unique_ptr<Session> Engine::open(const cv::Mat& rgb, const std::string& nam
 }
 
 Attention Engine::attention(const cv::Mat& rgb) { return impl_->cache.get(*impl_->source, rgb); }
+AttentionMap Engine::combined_attention(const cv::Mat& rgb) { return combine_for_m2n2(attention(rgb)); }
 const EngineOptions& Engine::options() const { return impl_->opt; }
 const M2N2Params& Engine::params() const { return impl_->opt.params; }
 std::string Engine::source_id() const { return impl_->source->id(); }
