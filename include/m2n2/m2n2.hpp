@@ -41,6 +41,7 @@ struct EngineOptions {
   Device device = Device::Auto;
   int grid = 0;                 // token grid of the default source (0 = its default)
   std::string cache_dir;        // attention cache folder; "" = no cache
+  double cache_max_bytes = 20.0 * (1 << 30);  // size cap, least recently used evicted (0 = none)
   double max_memory_bytes = 0;  // refuse work above this (0 = what the device reports free)
   M2N2Params params;            // the authors' defaults
   WarnFn warn;                  // one-line warnings (empty = dropped)

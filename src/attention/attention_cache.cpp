@@ -1,6 +1,10 @@
 #include "m2n2/attention/attention_cache.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <map>
+#include <vector>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -64,12 +68,128 @@ std::string hash_string(const std::string& s) {
   cv::Mat m(1, static_cast<int>(s.size()), CV_8U, const_cast<char*>(s.data()));
   return content_hash(m);
 }
+// "<16 hex>-<16 hex>": the keys this cache writes (other files in the folder are not ours).
+bool is_key(const std::string& k) {
+  if (k.size() != 33 || k[16] != '-') return false;
+  for (size_t i = 0; i < k.size(); ++i)
+    if (i != 16 && !std::isxdigit(static_cast<unsigned char>(k[i]))) return false;
+  return true;
+}
+
+// file_time_type's clock has no portable epoch in C++17: times are measured from one "now".
+double seconds_since_epoch(fs::file_time_type t, fs::file_time_type now_file, std::chrono::system_clock::time_point now) {
+  return std::chrono::duration<double>(now.time_since_epoch()).count() -
+         std::chrono::duration<double>(now_file - t).count();
+}
+
+struct Entry {
+  std::string key;
+  double bytes = 0;
+  fs::file_time_type used;  // the index's modification time: last write or hit
+  std::vector<fs::path> files;  // index first
+};
+
+// The folder's complete entries, and its stale files (temporaries, maps without index).
+std::vector<Entry> scan(const std::string& dir, std::vector<std::pair<fs::path, double>>* stale) {
+  std::map<std::string, Entry> entries;
+  std::vector<std::pair<fs::path, double>> maps;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const fs::path p = it->path();
+    const std::string name = p.filename().string();
+    std::error_code e2;
+    const double size = static_cast<double>(fs::file_size(p, e2));
+    if (e2) continue;
+    if (name.size() > 1 && name[0] == '.' && name.find(".tmp") != std::string::npos) {
+      if (stale) stale->emplace_back(p, size);
+    } else if (p.extension() == ".txt" && is_key(p.stem().string())) {
+      Entry& e = entries[p.stem().string()];
+      e.key = p.stem().string();
+      e.bytes += size;
+      e.used = fs::last_write_time(p, e2);
+      e.files.insert(e.files.begin(), p);
+    } else if (p.extension() == ".npy" && name.size() > 34 && is_key(name.substr(0, 33)) && name[33] == '_') {
+      maps.emplace_back(p, size);
+    }
+  }
+  for (const auto& [p, size] : maps) {
+    auto f = entries.find(p.filename().string().substr(0, 33));
+    if (f == entries.end()) {
+      if (stale) stale->emplace_back(p, size);
+    } else {
+      f->second.bytes += size;
+      f->second.files.push_back(p);
+    }
+  }
+  std::vector<Entry> out;
+  for (auto& [k, e] : entries) out.push_back(std::move(e));
+  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.used < b.used; });  // LRU first
+  return out;
+}
 }  // namespace
+
+AttentionCache::Stats AttentionCache::stats() const {
+  Stats st;
+  if (dir_.empty()) return st;
+  std::vector<std::pair<fs::path, double>> stale;
+  const auto entries = scan(dir_, &stale);
+  st.entries = static_cast<int>(entries.size());
+  for (const auto& e : entries) st.bytes += e.bytes;
+  st.stale_files = static_cast<int>(stale.size());
+  for (const auto& f : stale) st.stale_bytes += f.second;
+  if (!entries.empty()) {
+    const auto now_file = fs::file_time_type::clock::now();
+    const auto now = std::chrono::system_clock::now();
+    st.oldest_use = seconds_since_epoch(entries.front().used, now_file, now);
+    st.newest_use = seconds_since_epoch(entries.back().used, now_file, now);
+  }
+  return st;
+}
+
+int AttentionCache::evict(double max_bytes, const std::string& keep) {
+  if (dir_.empty()) return 0;
+  auto entries = scan(dir_, nullptr);
+  double total = 0;
+  for (const auto& e : entries) total += e.bytes;
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : entries) {  // least recently used first
+    if (total <= max_bytes) break;
+    if (e.key == keep) continue;
+    // The index goes first: a reader in another process then sees a miss, never a
+    // half-removed entry (one that already read the index and loses a map recomputes).
+    for (const auto& f : e.files) fs::remove(f, ec);
+    total -= e.bytes;
+    ++removed;
+  }
+  return removed;
+}
+
+int AttentionCache::clear() {
+  if (dir_.empty()) return 0;
+  std::vector<std::pair<fs::path, double>> stale;
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : scan(dir_, &stale))
+    for (const auto& f : e.files) removed += fs::remove(f, ec) ? 1 : 0;
+  for (const auto& f : stale) removed += fs::remove(f.first, ec) ? 1 : 0;
+  return removed;
+}
+
+void AttentionCache::warn_once(const std::string& message) {
+  if (!warned_ && warn_) warn_(message);
+  warned_ = true;
+}
+
+std::string AttentionCache::key(const AttentionSource& source, const cv::Mat& rgb) {
+  return content_hash(rgb) + "-" + hash_string(source.id());
+}
 
 Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
   const std::string id = source.id();
   if (id.rfind("file:", 0) == 0) return source.compute(rgb);
-  const std::string key = content_hash(rgb) + "-" + hash_string(id);
+  const std::string key = AttentionCache::key(source, rgb);
   const fs::path index = fs::path(dir_) / (key + ".txt");
   std::error_code ec;
   if (!dir_.empty() && fs::exists(index, ec)) {
@@ -97,6 +217,7 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
       a.meta["source"] = id;
       a.meta["cache"] = "hit";
       ++hits_;
+      fs::last_write_time(index, fs::file_time_type::clock::now(), ec);  // recency for the size cap
       return a;
     } catch (const Error&) {
       // A damaged entry is recomputed below.
@@ -105,7 +226,12 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
   Attention a = source.compute(rgb);
   ++computed_;
   round_to_fp16(a);
-  if (!dir_.empty()) {
+  double entry_bytes = 0;
+  for (const auto& m : a.maps) entry_bytes += 2.0 * static_cast<double>(attention_values(m)) + 128;
+  if (!dir_.empty() && max_bytes_ > 0 && entry_bytes > max_bytes_) {
+    warn_once("attention of " + std::to_string(static_cast<long long>(entry_bytes / 1048576)) +
+              " MiB per image is larger than the cache's size cap (--cache-max-size); not cached");
+  } else if (!dir_.empty()) {
     if (!cleaned_) remove_stale();
     try {
       fs::create_directories(dir_, ec);
@@ -127,10 +253,10 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
         idx << name << " " << m.h << " " << m.w << " " << m.weight << "\n";
       }
       write_file_atomic(index.string(), idx.str());  // written last: marks the entry complete
+      if (max_bytes_ > 0) evict(max_bytes_, key);
     } catch (const Error& e) {
       // An unwritable cache never fails the computation; it is said once.
-      if (!warned_ && warn_) warn_(std::string("attention cache not written (") + e.what() + "); going on without it");
-      warned_ = true;
+      warn_once(std::string("attention cache not written (") + e.what() + "); going on without it");
     }
   }
   return a;

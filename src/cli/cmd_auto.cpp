@@ -2,21 +2,13 @@
 // m2n2 eval-auto: per-image Hungarian matching against label maps.
 #include <spdlog/spdlog.h>
 
-#include <cmath>
 #include <filesystem>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include "commands.hpp"
 #include "common.hpp"
 #include "m2n2/attention/default_source.hpp"
-#include "m2n2/whole_image/diffseg.hpp"
-#include "m2n2/core/error.hpp"
-#include "m2n2/whole_image/hungarian.hpp"
-#include "m2n2/io/image_io.hpp"
 #include "m2n2/whole_image/label_eval.hpp"
 #include "m2n2/io/visuals.hpp"
 
@@ -47,14 +39,10 @@ int run_auto(AutoOptions& o) {
   if (!o.image.empty()) {
     jobs.emplace_back(o.image, o.out);
   } else {
-    if (!fs::is_directory(o.images)) throw UsageError(o.images + ": not a folder");
+    const auto files = list_files(o.images);
     std::error_code ec;
     fs::create_directories(o.out, ec);
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(o.images))
-      if (e.is_regular_file()) files.push_back(e.path());
-    std::sort(files.begin(), files.end());
-    for (const auto& p : files) jobs.emplace_back(p.string(), (fs::path(o.out) / (p.stem().string() + ".png")).string());
+    for (const fs::path p : files) jobs.emplace_back(p.string(), (fs::path(o.out) / (p.stem().string() + ".png")).string());
   }
   int failures = 0, done = 0;
   Progress bar(static_cast<int>(jobs.size()), !o.common.quiet && jobs.size() > 1, o.method);

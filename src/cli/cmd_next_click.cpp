@@ -6,9 +6,6 @@
 #include "common.hpp"
 #include "m2n2/io/click_file.hpp"
 #include "m2n2/eval/click_simulator.hpp"
-#include "m2n2/core/error.hpp"
-#include "m2n2/io/image_io.hpp"
-#include "m2n2/interactive/segmenter.hpp"
 
 namespace m2n2::cli {
 

@@ -25,17 +25,11 @@ struct SegmentOptions {
   M2N2Flags m2n2;
   std::string image, out, click_file, images_dir, shard;
   std::vector<std::string> clicks;
-  bool rle = false, soft = false, overlay = false, overwrite = false;
+  SaveOptions save;
 };
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-void write_output(const std::string& path, const cv::Mat& img, bool overwrite) {
-  std::error_code ec;
-  if (!overwrite && fs::exists(path, ec)) throw Error(path + ": exists (use --overwrite)");
-  write_png_atomic(path, img);
 }
 
 // Processes one image entry; returns its JSON line. Never throws for item errors.
@@ -67,7 +61,7 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
         try {
           check_clicks_inside(os.clicks, li.rgb.size());
           std::error_code ec;
-          if (!o.overwrite && fs::exists(out_dir / (os.id + ".png"), ec))
+          if (!o.save.overwrite && fs::exists(out_dir / (os.id + ".png"), ec))
             err = (out_dir / (os.id + ".png")).string() + ": exists (use --overwrite)";
         } catch (const std::exception& e) {
           err = one_line_message(e);
@@ -100,22 +94,8 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
         try {
           inject_fault(spec.image + "#" + os->id);
           auto res = session->segment(os->clicks);
-          const std::string mask_path = (out_dir / (os->id + ".png")).string();
-          write_output(mask_path, res.mask, o.overwrite);
+          oj.update(save_result((out_dir / (os->id + ".png")).string(), res, li.rgb, os->clicks, o.save));
           oj["ok"] = true;
-          oj["mask"] = mask_path;
-          oj["area"] = cv::countNonZero(res.mask);
-          if (o.rle) oj["rle"] = rle_json(res.mask);
-          if (o.soft) {
-            const std::string p = (out_dir / (os->id + "_soft.png")).string();
-            write_output(p, soft_png(res.soft), o.overwrite);
-            oj["soft"] = p;
-          }
-          if (o.overlay) {
-            const std::string p = (out_dir / (os->id + "_overlay.png")).string();
-            write_output(p, overlay_image(li.rgb, res.mask, os->clicks), o.overwrite);
-            oj["overlay"] = p;
-          }
           oj["ms"] = ms_since(t0);
         } catch (const std::exception& e) {  // any failure of one object, OpenCV's and LibTorch's too
           const std::string msg = one_line_message(e);
@@ -211,20 +191,10 @@ int run_single(const SegmentOptions& o) {
   session->prepare();
   const double att_s = session->timings().attention + session->timings().op;
   auto res = session->segment(clicks);
-  write_png_atomic(o.out, res.mask);
-  nlohmann::json j = {{"image", o.image}, {"mask", o.out}, {"area", cv::countNonZero(res.mask)},
-                      {"width", li.rgb.cols}, {"height", li.rgb.rows}, {"attention_ms", att_s * 1000.0}};
-  const fs::path outp(o.out);
-  const std::string stem = (outp.parent_path() / outp.stem()).string();
-  if (o.rle) j["rle"] = rle_json(res.mask);
-  if (o.soft) {
-    write_png_atomic(stem + "_soft.png", soft_png(res.soft));
-    j["soft"] = stem + "_soft.png";
-  }
-  if (o.overlay) {
-    write_png_atomic(stem + "_overlay.png", overlay_image(li.rgb, res.mask, clicks));
-    j["overlay"] = stem + "_overlay.png";
-  }
+  SaveOptions save = o.save;
+  save.overwrite = true;  // the single-image form always writes its --out
+  nlohmann::json j = save_result(o.out, res, li.rgb, clicks, save);
+  j.update({{"image", o.image}, {"width", li.rgb.cols}, {"height", li.rgb.rows}, {"attention_ms", att_s * 1000.0}});
   j["ms"] = ms_since(t0);
   std::cout << j.dump() << "\n";
   return kOk;
@@ -240,10 +210,10 @@ void register_segment(CLI::App& app, int& code) {
   sub->add_option("--out", o->out, "Mask PNG (single-image form) or output folder (batch form)")->required();
   sub->add_option("--clicks", o->click_file, "Click file (JSON), or - for JSON Lines on stdin (batch form)");
   sub->add_option("--images", o->images_dir, "Folder that image paths are relative to (default: the click file's folder)");
-  sub->add_flag("--rle", o->rle, "Add COCO RLE of each mask to the JSON output");
-  sub->add_flag("--soft", o->soft, "Also write the distance map (16-bit PNG, 32768 = boundary)");
-  sub->add_flag("--overlay", o->overlay, "Also write a picture of the mask and clicks over the image");
-  sub->add_flag("--overwrite", o->overwrite, "Replace existing masks (batch form)");
+  sub->add_flag("--rle", o->save.rle, "Add COCO RLE of each mask to the JSON output");
+  sub->add_flag("--soft", o->save.soft, "Also write the distance map (16-bit PNG, 32768 = boundary)");
+  sub->add_flag("--overlay", o->save.overlay, "Also write a picture of the mask and clicks over the image");
+  sub->add_flag("--overwrite", o->save.overwrite, "Replace existing masks (batch form)");
   sub->add_option("--shard", o->shard, "Process only image entries I, I+N, I+2N ... (I/N, 0-based; batch form), e.g. $SLURM_ARRAY_TASK_ID/64");
   add_common(sub, o->common);
   add_m2n2_flags(sub, o->m2n2);

@@ -14,25 +14,17 @@
 namespace m2n2::cli {
 
 M2N2Params M2N2Flags::params(Device device) const {
-  M2N2Params p;
-  p.op.temperature = temperature;
-  p.op.ipf_iterations = ipf_iterations;
-  p.op.device = device;
-  p.op.precision = parse_precision(precision);
-  p.markov.threshold = markov_threshold;
-  p.markov.max_iterations = max_iterations;
-  p.markov.linear_interpolation = !no_interpolation;
-  p.jbu.spatial_sigma = jbu_spatial_sigma;
-  p.jbu.range_sigma = jbu_range_sigma;
-  p.flood_fill = !no_flood_fill;
-  p.scoring.max_area = max_area;
-  p.scoring.use_prior = !no_prior;
-  p.scoring.use_edge = !no_edge;
-  p.scoring.use_pos = !no_pos;
-  p.scoring.use_neg = !no_neg;
-  p.max_side = max_side;
-  check_params(p);
-  return p;
+  M2N2Params q = p;
+  q.op.device = device;
+  q.op.precision = parse_precision(precision);
+  q.markov.linear_interpolation = !no_interpolation;
+  q.flood_fill = !no_flood_fill;
+  q.scoring.use_prior = !no_prior;
+  q.scoring.use_edge = !no_edge;
+  q.scoring.use_pos = !no_pos;
+  q.scoring.use_neg = !no_neg;
+  check_params(q);
+  return q;
 }
 
 void add_common(CLI::App* app, CommonOptions& o, bool with_source) {
@@ -42,6 +34,9 @@ void add_common(CLI::App* app, CommonOptions& o, bool with_source) {
     app->add_option("--grid", o.grid, "Token grid of the default source (default 64)");
     app->add_option("--cache-dir", o.cache_dir, "Attention cache folder (default $M2N2_CACHE_DIR or ~/.cache/m2n2)");
     app->add_flag("--no-cache", o.no_cache, "Do not read or write the attention cache");
+    app->add_option("--cache-max-size", o.cache_max_size,
+                    "Cache size cap; least recently used entries are removed beyond it (0 = no cap)")
+        ->capture_default_str();
   }
   app->add_option("--device", o.device, "auto, cpu or cuda")->capture_default_str();
   app->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
@@ -52,20 +47,20 @@ void add_common(CLI::App* app, CommonOptions& o, bool with_source) {
 
 void add_m2n2_flags(CLI::App* app, M2N2Flags& f) {
   const std::string g = "M2N2 (defaults = the authors' code)";
-  app->add_option("--temperature", f.temperature, "Attention temperature T")->capture_default_str()->group(g);
-  app->add_option("--ipf-iterations", f.ipf_iterations, "Sinkhorn/IPF iterations")->capture_default_str()->group(g);
-  app->add_option("--markov-threshold", f.markov_threshold, "Relative probability threshold")->capture_default_str()->group(g);
-  app->add_option("--max-iterations", f.max_iterations, "Markov iterations at most")->capture_default_str()->group(g);
+  app->add_option("--temperature", f.p.op.temperature, "Attention temperature T")->capture_default_str()->group(g);
+  app->add_option("--ipf-iterations", f.p.op.ipf_iterations, "Sinkhorn/IPF iterations")->capture_default_str()->group(g);
+  app->add_option("--markov-threshold", f.p.markov.threshold, "Relative probability threshold")->capture_default_str()->group(g);
+  app->add_option("--max-iterations", f.p.markov.max_iterations, "Markov iterations at most")->capture_default_str()->group(g);
   app->add_flag("--no-interpolation", f.no_interpolation, "Integer crossing steps (no linear interpolation)")->group(g);
-  app->add_option("--jbu-spatial-sigma", f.jbu_spatial_sigma, "Upsampling spatial sigma (grid cells)")->capture_default_str()->group(g);
-  app->add_option("--jbu-range-sigma", f.jbu_range_sigma, "Upsampling range sigma (RGB in [0,1])")->capture_default_str()->group(g);
+  app->add_option("--jbu-spatial-sigma", f.p.jbu.spatial_sigma, "Upsampling spatial sigma (grid cells)")->capture_default_str()->group(g);
+  app->add_option("--jbu-range-sigma", f.p.jbu.range_sigma, "Upsampling range sigma (RGB in [0,1])")->capture_default_str()->group(g);
   app->add_flag("--no-flood-fill", f.no_flood_fill, "Skip the min-max flood fill")->group(g);
-  app->add_option("--max-area", f.max_area, "Area prior: largest segment fraction")->capture_default_str()->group(g);
+  app->add_option("--max-area", f.p.scoring.max_area, "Area prior: largest segment fraction")->capture_default_str()->group(g);
   app->add_flag("--no-prior", f.no_prior, "Drop the area prior term")->group(g);
   app->add_flag("--no-edge", f.no_edge, "Drop the boundary gradient term")->group(g);
   app->add_flag("--no-pos", f.no_pos, "Drop the positive clicks term")->group(g);
   app->add_flag("--no-neg", f.no_neg, "Drop the negative clicks term")->group(g);
-  app->add_option("--max-side", f.max_side,
+  app->add_option("--max-side", f.p.max_side,
                   "Segment images larger than this at this longer side (attention, upsampling, scoring); masks at full size. 0 = off")
       ->capture_default_str()
       ->group(g);
@@ -99,6 +94,17 @@ double max_memory_bytes(const CommonOptions& o) {
   }
 }
 
+double cache_max_bytes(const CommonOptions& o) {
+  if (o.cache_max_size == "0") return 0;
+  try {
+    return parse_memory_size(o.cache_max_size);
+  } catch (const Error& e) {
+    throw UsageError(std::string("--cache-max-size") + std::string(e.what()).substr(std::string(e.what()).find(':')));
+  }
+}
+
+std::string cache_dir(const CommonOptions& o) { return o.cache_dir.empty() ? AttentionCache::default_dir() : o.cache_dir; }
+
 std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f) {
   EngineOptions e;
   try {
@@ -109,7 +115,8 @@ std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f) 
   e.params = f.params(e.device);
   e.source = o.source;
   e.grid = o.grid;
-  e.cache_dir = o.no_cache ? "" : (o.cache_dir.empty() ? AttentionCache::default_dir() : o.cache_dir);
+  e.cache_dir = o.no_cache ? "" : cache_dir(o);
+  e.cache_max_bytes = cache_max_bytes(o);
   e.max_memory_bytes = max_memory_bytes(o);
   e.warn = log_warn;
   try {
@@ -131,7 +138,7 @@ void check_range(const char* flag, long long value, long long lo, long long hi) 
                      std::to_string(value));
 }
 
-bool stderr_is_tty() { return ::isatty(2) == 1; }
+static bool stderr_is_tty() { return ::isatty(2) == 1; }
 
 Progress::Progress(int total, bool enabled, std::string label)
     : total_(total), enabled_(enabled && stderr_is_tty()), label_(std::move(label)), start_(std::chrono::steady_clock::now()) {}

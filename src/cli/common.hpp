@@ -24,6 +24,7 @@ struct CommonOptions {
   std::string device = "auto";
   int threads = 0;
   std::string cache_dir;
+  std::string cache_max_size = "20G";
   bool no_cache = false;
   std::string log_level = "info";
   bool quiet = false;
@@ -31,19 +32,12 @@ struct CommonOptions {
   int grid = 0;
 };
 
+// The M2N2 flags: values bound straight to the parameters (their defaults are the
+// authors'), the --no-* switches and the precision name beside them.
 struct M2N2Flags {
-  double temperature = 0.65;
-  int ipf_iterations = 200;
-  float markov_threshold = 0.3f;
-  int max_iterations = 1000;
-  bool no_interpolation = false;
-  double jbu_spatial_sigma = 1.0;
-  double jbu_range_sigma = 0.1;
-  bool no_flood_fill = false;
-  float max_area = 0.4f;
-  bool no_prior = false, no_edge = false, no_pos = false, no_neg = false;
+  M2N2Params p;
+  bool no_interpolation = false, no_flood_fill = false, no_prior = false, no_edge = false, no_pos = false, no_neg = false;
   std::string precision = "fp32";
-  int max_side = 0;
   M2N2Params params(Device device) const;
 };
 
@@ -52,6 +46,8 @@ void add_m2n2_flags(CLI::App* app, M2N2Flags& f);
 // Applies logging level, threads; call first in every subcommand.
 void setup(const CommonOptions& o);
 double max_memory_bytes(const CommonOptions& o);
+double cache_max_bytes(const CommonOptions& o);  // "0" = no cap
+std::string cache_dir(const CommonOptions& o);    // --cache-dir, else the default folder
 
 // The engine of the common flags (source, device, cache, memory limit, M2N2 flags);
 // warnings go to the log. A bad --source or --device is a UsageError.
@@ -77,7 +73,6 @@ class Progress {
   bool drawn_ = false;
 };
 
-bool stderr_is_tty();
 // Range check of an integer flag: throws UsageError "FLAG must be in LO..HI, got V".
 void check_range(const char* flag, long long value, long long lo, long long hi);
 // Runs a subcommand body, mapping exceptions to messages and exit codes.

@@ -37,6 +37,7 @@ struct Engine::Impl {
 
   explicit Impl(EngineOptions o) : opt(std::move(o)), cache(opt.cache_dir) {
     if (opt.warn) cache.set_warn(opt.warn);
+    cache.set_max_bytes(opt.cache_max_bytes);
     opt.params.op.device = opt.device;
     source_options.device = opt.device;
     source_options.grid = opt.grid;

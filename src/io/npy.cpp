@@ -1,5 +1,7 @@
 #include "m2n2/io/npy.hpp"
 
+#include <opencv2/core.hpp>
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -267,16 +269,29 @@ NpyArray read_npy(const std::string& path) {
     head.resize(have + static_cast<size_t>(f.gcount()));
   }
   NpyHeader h = parse_header(head, path);
-  if (h.kind != "f4" || h.data_off != head.size()) return parse_npy(read_file(path), path);
+  if ((h.kind != "f4" && h.kind != "f2") || h.data_off != head.size()) return parse_npy(read_file(path), path);
   const auto size = fs::file_size(path, ec);
-  const size_t need = static_cast<size_t>(h.n) * 4;
+  const size_t need = static_cast<size_t>(h.n) * h.item;
   if (ec || size < h.data_off || size - h.data_off < need)
     fail(path, "truncated .npy data (" + std::to_string(ec ? 0 : size - std::min<uintmax_t>(size, h.data_off)) +
                    " bytes, shape needs " + std::to_string(need) + ")");
   NpyArray arr = std::move(h.arr);
   arr.data.resize(static_cast<size_t>(h.n));
-  f.read(reinterpret_cast<char*>(arr.data.data()), static_cast<std::streamsize>(need));
-  if (static_cast<size_t>(f.gcount()) != need) throw Error(path + ": read error");
+  if (h.kind == "f4") {
+    f.read(reinterpret_cast<char*>(arr.data.data()), static_cast<std::streamsize>(need));
+    if (static_cast<size_t>(f.gcount()) != need) throw Error(path + ": read error");
+    return arr;
+  }
+  // float16 (the cache's dtype): read in chunks, widened by OpenCV's vectorised
+  // conversion (exact: every fp16 value is a float).
+  constexpr int64_t kChunk = 1 << 21;
+  std::vector<uint16_t> buf(static_cast<size_t>(std::min<int64_t>(kChunk, std::max<int64_t>(h.n, 1))));
+  for (int64_t i = 0; i < h.n; i += kChunk) {
+    const int64_t m = std::min(kChunk, h.n - i);
+    f.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(m * 2));
+    if (f.gcount() != m * 2) throw Error(path + ": read error");
+    cv::Mat(1, static_cast<int>(m), CV_16F, buf.data()).convertTo(cv::Mat(1, static_cast<int>(m), CV_32F, arr.data.data() + i), CV_32F);
+  }
   return arr;
 }
 

@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include <opencv2/imgproc.hpp>
 
+#include "m2n2/core/error.hpp"
+#include "m2n2/io/image_io.hpp"
 #include "m2n2/io/rle.hpp"
 
 namespace m2n2 {
@@ -75,6 +78,29 @@ cv::Mat label_overlay(const cv::Mat& rgb, const cv::Mat& labels) {
       if (labels.at<uint16_t>(y, x) != labels.at<uint16_t>(y, x + 1) || labels.at<uint16_t>(y, x) != labels.at<uint16_t>(y + 1, x))
         out.at<cv::Vec3b>(y, x) = cv::Vec3b(255, 255, 255);
   return out;
+}
+
+nlohmann::json save_result(const std::string& mask_path, const Segmenter::Result& res, const cv::Mat& rgb,
+                           const std::vector<Click>& clicks, const SaveOptions& o) {
+  auto write = [&](const std::string& path, const cv::Mat& img) {
+    std::error_code ec;
+    if (!o.overwrite && std::filesystem::exists(path, ec)) throw Error(path + ": exists (use --overwrite)");
+    write_png_atomic(path, img);
+  };
+  write(mask_path, res.mask);
+  nlohmann::json j = {{"mask", mask_path}, {"area", cv::countNonZero(res.mask)}};
+  const std::filesystem::path p(mask_path);
+  const std::string stem = (p.parent_path() / p.stem()).string();
+  if (o.rle) j["rle"] = rle_json(res.mask);
+  if (o.soft) {
+    write(stem + "_soft.png", soft_png(res.soft));
+    j["soft"] = stem + "_soft.png";
+  }
+  if (o.overlay) {
+    write(stem + "_overlay.png", overlay_image(rgb, res.mask, clicks));
+    j["overlay"] = stem + "_overlay.png";
+  }
+  return j;
 }
 
 }  // namespace m2n2

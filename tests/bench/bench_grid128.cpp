@@ -4,9 +4,11 @@
 // count towards the measured peak:
 //   ./build/tests/m2n2_bench_grid128 make /tmp/att128.npy     # synthetic attention, 1 GiB
 //   ./build/tests/m2n2_bench_grid128 run /tmp/att128.npy [repetitions]
+//   ./build/tests/m2n2_bench_grid128 cache SOURCE [GRID]   # attention cache: miss vs hit
 // The fixture is a softmax of scaled dot products of smooth random token features
 // (rows peaked on a few hundred keys, the rest tiny), as diffusion self-attention is.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -128,11 +130,46 @@ int run(const std::string& path, int reps) {
   return peak <= kTargetPeakGiB ? 0 : 1;
 }
 
+// Whether the attention cache pays: one computation (a miss, which also writes the
+// entry) against reading it back (hits, median of 3), for a source at a grid.
+int cache(const std::string& source, int grid) {
+  set_num_threads(0);
+  cv::Mat rgb(480, 854, CV_8UC3);
+  cv::randu(rgb, 0, 255);
+  cv::GaussianBlur(rgb, rgb, cv::Size(0, 0), 6);
+  char dir[] = "/tmp/m2n2-cache-bench-XXXXXX";
+  if (!mkdtemp(dir)) return 1;
+  EngineOptions eo;
+  eo.source = source;
+  eo.grid = grid;
+  eo.device = Device::Cpu;
+  eo.cache_dir = dir;
+  Engine engine(eo);
+  auto t0 = Clock::now();
+  Attention a = engine.attention(rgb);
+  const double miss = since(t0);
+  double values = 0;
+  for (const auto& m : a.maps) values += static_cast<double>(attention_values(m));
+  std::vector<double> hits;
+  for (int i = 0; i < 3; ++i) {
+    t0 = Clock::now();
+    a = engine.attention(rgb);
+    hits.push_back(since(t0));
+  }
+  std::sort(hits.begin(), hits.end());
+  std::printf("%s grid %d: %zu maps, %.0f MiB in the cache (fp16); compute + write %.3f s, hit %.3f s (%.1fx)\n",
+              source.c_str(), grid, a.maps.size(), values * 2 / 1048576, miss, hits[1], miss / hits[1]);
+  engine.cache().clear();
+  rmdir(dir);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[1], "make") == 0) return make(argv[2]);
   if (argc >= 3 && std::strcmp(argv[1], "run") == 0) return run(argv[2], argc >= 4 ? std::max(1, std::atoi(argv[3])) : 3);
-  std::fprintf(stderr, "usage: %s make FILE.npy | run FILE.npy [repetitions]\n", argv[0]);
+  if (argc >= 3 && std::strcmp(argv[1], "cache") == 0) return cache(argv[2], argc >= 4 ? std::atoi(argv[3]) : 0);
+  std::fprintf(stderr, "usage: %s make FILE.npy | run FILE.npy [repetitions] | cache SOURCE [GRID]\n", argv[0]);
   return 2;
 }

@@ -90,3 +90,31 @@ TEST(AttentionFile, ValidatesShapeValuesAndRows) {
   write_npy(d + "/neg.npy", neg.data(), {16, 16});
   EXPECT_THROW(read_attention_npy(d + "/neg.npy"), Error);
 }
+
+// read_npy reads float32 and float16 files straight from disk (in chunks for float16);
+// both must equal the parse of the whole file, also past a chunk boundary, and a
+// truncated file must be refused naming the file.
+TEST(Npy, FileReadingEqualsParsingTheBytes) {
+  const std::string dir = test::temp_dir();
+  std::vector<float> v((1 << 21) + 1234);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::ldexp(static_cast<float>(i % 977) - 488.0f, static_cast<int>(i % 41) - 30);
+  for (auto dtype : {NpyDtype::Float32, NpyDtype::Float16}) {
+    const std::string p = dir + (dtype == NpyDtype::Float32 ? "/f4.npy" : "/f2.npy");
+    write_npy(p, v.data(), {static_cast<int64_t>(v.size())}, dtype);
+    const NpyArray a = read_npy(p), b = parse_npy(read_file(p), p);
+    EXPECT_EQ(a.shape, b.shape);
+    EXPECT_EQ(a.dtype, b.dtype);
+    ASSERT_EQ(a.data.size(), v.size());
+    EXPECT_TRUE(std::equal(a.data.begin(), a.data.end(), b.data.begin(), [](float x, float y) {
+      return x == y || (std::isnan(x) && std::isnan(y));
+    }));
+    const std::string bytes = read_file(p);
+    write_file_atomic(p, bytes.substr(0, bytes.size() - 10));
+    try {
+      read_npy(p);
+      FAIL() << "truncated file accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(p + ": truncated .npy data"), std::string::npos) << e.what();
+    }
+  }
+}

@@ -20,6 +20,8 @@ class AttentionCache {
   // Returns the attention of `rgb` from `source`, computing it on a miss.
   // `file:` sources are passed through unchanged and never cached.
   Attention get(AttentionSource& source, const cv::Mat& rgb);
+  // The entry name of an image's attention from a source (image content + source id).
+  static std::string key(const AttentionSource& source, const cv::Mat& rgb);
   int computed() const { return computed_; }
   int hits() const { return hits_; }
   const std::string& dir() const { return dir_; }
@@ -33,10 +35,33 @@ class AttentionCache {
   // Runs once by itself before the first write of this cache object.
   int remove_stale(double min_age_seconds = 3600);
 
+  // Size cap in bytes (0 = none). After each write the least recently used entries
+  // (by the time of their last hit or write) are removed until the cache fits; the
+  // entry just written or read is never removed. An entry larger than the cap alone
+  // is not written (said once through the warning).
+  void set_max_bytes(double bytes) { max_bytes_ = bytes; }
+  double max_bytes() const { return max_bytes_; }
+
+  struct Stats {
+    int entries = 0;
+    double bytes = 0;        // of complete entries (index + maps)
+    int stale_files = 0;     // temporaries and maps without an index
+    double stale_bytes = 0;
+    double oldest_use = 0, newest_use = 0;  // seconds since the epoch (0 when empty)
+  };
+  Stats stats() const;
+  // Removes entries, least recently used first, until at most `max_bytes` remain,
+  // keeping `keep` (a key; "" = none). Returns the number of entries removed.
+  int evict(double max_bytes, const std::string& keep = "");
+  // Removes every entry and every stale file. Returns the number of files removed.
+  int clear();
+
  private:
   std::string dir_;
+  double max_bytes_ = 0;
   int computed_ = 0, hits_ = 0;
   bool cleaned_ = false, warned_ = false;
+  void warn_once(const std::string& message);
   std::function<void(const std::string&)> warn_;
 };
 

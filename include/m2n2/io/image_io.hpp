@@ -1,6 +1,7 @@
 // m2n2 — reading images and masks, writing PNGs atomically.
 #pragma once
 #include <string>
+#include <vector>
 
 #include <opencv2/core.hpp>
 
@@ -27,5 +28,8 @@ std::string encode_png(const cv::Mat& img);
 
 // 64-bit FNV-1a hash of the decoded pixels (the cache key of an image), as hex.
 std::string content_hash(const cv::Mat& m);
+
+// The regular files of a folder, sorted by path; InvalidArgument("DIR: not a folder").
+std::vector<std::string> list_files(const std::string& dir);
 
 }  // namespace m2n2
