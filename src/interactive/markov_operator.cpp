@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
@@ -35,6 +36,66 @@ void rows_times_chains(const float* __restrict k, const float* __restrict x, flo
     }
   }
 }
+// One Sinkhorn pass over rows [i0, i1) of K: r_i = 1 / (K_i · c), and, when
+// `accumulate`, s += r_i K_i (this range's share of Kᵀ r) while the row is in cache.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* __restrict r, float* __restrict s,
+                   int64_t i0, int64_t i1, int64_t N, bool accumulate) {
+  constexpr int L = 16;  // independent partial sums: lets the dot product vectorise
+  for (int64_t i = i0; i < i1; ++i) {
+    const float* row = k + i * N;
+    float acc[L] = {0};
+    int64_t j = 0;
+    for (; j + L <= N; j += L)
+      for (int l = 0; l < L; ++l) acc[l] += row[j + l] * c[j + l];
+    float d = 0;
+    for (; j < N; ++j) d += row[j] * c[j];
+    for (int l = 0; l < L; ++l) d += acc[l];
+    const float ri = 1.0f / d;
+    r[i] = ri;
+    if (accumulate)
+      for (j = 0; j < N; ++j) s[j] += ri * row[j];
+  }
+}
+
+// Sinkhorn/IPF on the CPU with one pass over K per iteration (instead of two
+// matrix-vector products): the pass that computes r = 1/(K c) also sums Kᵀ r for the
+// next c. The same iterates as c = 1/(Kᵀ r), r = 1/(K c) from r = 1.
+void sinkhorn_cpu(const at::Tensor& K, int iterations, at::Tensor& r_out, at::Tensor& c_out) {
+  const int64_t N = K.size(0);
+  const float* k = K.data_ptr<float>();
+  const int T = std::max(1, at::get_num_threads());
+  std::vector<float> r(static_cast<size_t>(N), 1.0f), c(static_cast<size_t>(N), 1.0f);
+  std::vector<float> s(static_cast<size_t>(T) * N);
+  // c = 1 / (Kᵀ 1): a pass with c = 1 whose r is discarded.
+  for (int it = 0; it <= iterations; ++it) {
+    const bool first = it == 0, last = it == iterations;
+    std::fill(s.begin(), s.end(), 0.0f);
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int t = 0; t < T; ++t) {
+      const int64_t i0 = N * t / T, i1 = N * (t + 1) / T;
+      if (first) {
+        // Column sums: s += 1 · K_i.
+        float* st = s.data() + static_cast<int64_t>(t) * N;
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t j = 0; j < N; ++j) st[j] += k[i * N + j];
+      } else {
+        sinkhorn_rows(k, c.data(), r.data(), s.data() + static_cast<int64_t>(t) * N, i0, i1, N, !last);
+      }
+    }
+    if (last) break;
+    for (int64_t j = 0; j < N; ++j) {
+      float sum = 0;
+      for (int t = 0; t < T; ++t) sum += s[static_cast<size_t>(t) * N + j];
+      c[static_cast<size_t>(j)] = 1.0f / sum;
+    }
+  }
+  r_out = at::from_blob(r.data(), {N}, at::kFloat).clone();
+  c_out = at::from_blob(c.data(), {N}, at::kFloat).clone();
+}
+
 }  // namespace
 
 struct MarkovOperator::Impl {
@@ -110,10 +171,14 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
   // r = 1/(K c).
   at::Tensor r = at::ones({I.n}, K.options());
   at::Tensor c = at::ones({I.n}, K.options());
-  at::Tensor Kt = K.t();
-  for (int it = 0; it < params.ipf_iterations; ++it) {
-    c = at::reciprocal(at::mv(Kt, r));
-    r = at::reciprocal(at::mv(K, c));
+  if (K.device().is_cpu() && K.scalar_type() == at::kFloat && params.ipf_iterations > 0 && !params.two_pass_sinkhorn) {
+    sinkhorn_cpu(K.contiguous(), params.ipf_iterations, r, c);
+  } else {
+    at::Tensor Kt = K.t();
+    for (int it = 0; it < params.ipf_iterations; ++it) {
+      c = at::reciprocal(at::mv(Kt, r));
+      r = at::reciprocal(at::mv(K, c));
+    }
   }
   I.r = r;
   I.c = c;

@@ -95,6 +95,24 @@ void BM_OperatorPreparation(benchmark::State& st) {
   st.SetLabel("temperature + 200 Sinkhorn/IPF iterations, grid " + std::to_string(g));
 }
 
+// The first implementation's Sinkhorn (two matrix-vector products an iteration), for
+// the ratio against the one-pass kernel above.
+void BM_OperatorPreparationTwoPass(benchmark::State& st) {
+  const int g = static_cast<int>(st.range(0));
+  OperatorParams p;
+  p.two_pass_sinkhorn = true;
+  time_preparation(st, g, p);
+  st.SetLabel("as above, two matrix-vector products per iteration, grid " + std::to_string(g));
+}
+
+// Temperature alone (no Sinkhorn): subtracted from the above, the Sinkhorn time.
+void BM_OperatorTemperatureOnly(benchmark::State& st) {
+  OperatorParams p;
+  p.ipf_iterations = 0;
+  time_preparation(st, static_cast<int>(st.range(0)), p);
+  st.SetLabel("temperature only, grid " + std::to_string(st.range(0)));
+}
+
 // Memory read bandwidth of this machine, measured the way a Markov step reads:
 // a multi-threaded sum over a 64 MiB buffer.
 void BM_MemoryReadBandwidth(benchmark::State& st) {
@@ -254,6 +272,8 @@ void BM_DefaultSource(benchmark::State& st) {
 BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparation)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparation)->Arg(128)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OperatorPreparationTwoPass)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OperatorTemperatureOnly)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MarkovStep)->Args({32, 1})->Args({64, 1})->Args({64, 4})->Args({128, 1})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_MarkovMap)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{0, 1, 2, 3}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -120,3 +120,21 @@ TEST(MarkovOperator, RejectsBadArguments) {
   p.temperature = 0;
   EXPECT_THROW(MarkovOperator(ok, p), Error);
 }
+
+// The CPU's one-pass Sinkhorn kernel computes the iterates of the two-product form:
+// the same doubly stochastic operator up to summation order.
+TEST(MarkovOperator, OnePassSinkhornEqualsTwoMatrixVectorProducts) {
+  for (int g : {5, 12}) {  // N = 25 (below one vector block) and 144
+    const AttentionMap a = random_attention(g, 3 + g);
+    OperatorParams one, two;
+    two.two_pass_sinkhorn = true;
+    for (int iterations : {1, 7, 200}) {
+      one.ipf_iterations = two.ipf_iterations = iterations;
+      const auto x = MarkovOperator(a, one).dense(), y = MarkovOperator(a, two).dense();
+      ASSERT_EQ(x.size(), y.size());
+      double worst = 0;
+      for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(x[i]) - y[i]) / y[i]);
+      EXPECT_LT(worst, 2e-5) << "grid " << g << ", " << iterations << " iterations";
+    }
+  }
+}

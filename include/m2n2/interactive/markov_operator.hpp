@@ -14,6 +14,9 @@ struct OperatorParams {
   int ipf_iterations = 200;   // each: columns to sum 1, then rows to sum 1
   Device device = Device::Cpu;
   Precision precision = Precision::Float32;
+  // CPU: the two matrix-vector products per iteration of the first implementation
+  // instead of the one-pass kernel (same iterates, other summation order); for checks.
+  bool two_pass_sinkhorn = false;
 };
 
 struct MarkovParams {
