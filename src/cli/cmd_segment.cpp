@@ -174,8 +174,7 @@ int run_batch(const SegmentOptions& o) {
 }
 
 int run_single(const SegmentOptions& o) {
-  std::vector<Click> clicks;
-  for (const auto& s : o.clicks) clicks.push_back(parse_click(s));
+  const std::vector<Click> clicks = parse_clicks(o.clicks);
   if (clicks.empty()) throw UsageError("segment: give at least one --click X,Y,+ (or --clicks FILE)");
   if (o.out.empty()) throw UsageError("segment: --out MASK.png is required");
   auto engine = make_engine(o.common, o.m2n2);

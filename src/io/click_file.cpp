@@ -174,6 +174,12 @@ Click parse_click(const std::string& s) {
   return c;
 }
 
+std::vector<Click> parse_clicks(const std::vector<std::string>& texts) {
+  std::vector<Click> out;
+  for (const auto& t : texts) out.push_back(parse_click(t));
+  return out;
+}
+
 cv::Point2d parse_point(const std::string& s) {
   const auto a = s.find(',');
   if (a == std::string::npos) throw InvalidArgument("expected X,Y, got '" + s + "'");

@@ -34,6 +34,7 @@ ImageSpec parse_click_line(const std::string& line);
 // Command-line forms (InvalidArgument when malformed): "X,Y,+" / "X,Y,-" (also
 // pos/neg/1/0/p/n), "X,Y", and a shard "I/N" (0 <= I < N) named by `flag`.
 Click parse_click(const std::string& s);
+std::vector<Click> parse_clicks(const std::vector<std::string>& texts);  // each as parse_click
 cv::Point2d parse_point(const std::string& s);
 std::pair<int, int> parse_shard(const std::string& s, const char* flag = "--shard");
 
