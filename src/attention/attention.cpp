@@ -101,17 +101,20 @@ AttentionMap combine_for_m2n2(Attention&& att) {
   return out;
 }
 
-std::vector<AttentionMap> maps_by_resolution(const Attention& input) {
-  Attention host_copy;
-  bool device = false;
-  for (const auto& m : input.maps) device = device || !m.on_host();
-  if (device) {
-    host_copy = input;
-    to_host(host_copy);
-  }
-  const Attention& att = device ? host_copy : input;
+std::vector<AttentionMap> maps_by_resolution(const Attention& att) {
+  // Device maps are brought over one by one; host maps are read where they are.
+  std::vector<AttentionMap> brought;
+  brought.reserve(att.maps.size());
   std::map<int64_t, std::vector<const AttentionMap*>, std::greater<int64_t>> groups;
-  for (const auto& m : att.maps) groups[m.tokens()].push_back(&m);
+  for (const auto& m : att.maps) {
+    if (m.on_host()) {
+      groups[m.tokens()].push_back(&m);
+      continue;
+    }
+    brought.push_back(m);
+    to_host(brought.back());
+    groups[m.tokens()].push_back(&brought.back());
+  }
   std::vector<AttentionMap> out;
   for (auto& [n, ms] : groups) {
     AttentionMap r;

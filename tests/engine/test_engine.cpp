@@ -190,6 +190,12 @@ TEST(DeviceValues, ChecksCombinationAndOperatorMatchTheHostPath) {
   ASSERT_EQ(dc.data.size(), hc.data.size());
   for (size_t i = 0; i < hc.data.size(); ++i) ASSERT_NEAR(dc.data[i], hc.data[i], 1e-7f) << i;
 
+  // The whole-image methods' per-grid means read device maps like host maps.
+  const auto hr = maps_by_resolution(host), dr = maps_by_resolution(dev);
+  ASSERT_EQ(dr.size(), hr.size());
+  EXPECT_EQ(dr[0].data, hr[0].data);
+  EXPECT_FALSE(dev.maps[0].on_host());  // the input stays on its device
+
   // The operator from device values (taken over, not copied) equals the host one.
   MarkovOperator from_host(a, OperatorParams{});
   MarkovOperator from_device(on_device(a), OperatorParams{});
