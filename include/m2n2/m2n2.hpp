@@ -120,6 +120,9 @@ class Session {
   const Attention& attention();
 
   SessionTimings timings() const;
+  // Bytes this session holds (image, operator, table, cached maps, kept attention);
+  // what a front end that keeps several sessions weighs against its memory budget.
+  double memory_bytes() const;
   // Where the operator lives (Device::Cuda or Device::Cpu) once prepared.
   Device device() const;
 

@@ -105,7 +105,7 @@ double cache_max_bytes(const CommonOptions& o) {
 
 std::string cache_dir(const CommonOptions& o) { return o.cache_dir.empty() ? AttentionCache::default_dir() : o.cache_dir; }
 
-std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f) {
+EngineOptions engine_options(const CommonOptions& o, const M2N2Flags& f) {
   EngineOptions e;
   try {
     e.device = parse_device(o.device);
@@ -119,6 +119,11 @@ std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f) 
   e.cache_max_bytes = cache_max_bytes(o);
   e.max_memory_bytes = max_memory_bytes(o);
   e.warn = log_warn;
+  return e;
+}
+
+std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f) {
+  EngineOptions e = engine_options(o, f);
   try {
     return std::make_unique<Engine>(std::move(e));
   } catch (const MemoryError&) {

@@ -52,6 +52,8 @@ std::string cache_dir(const CommonOptions& o);    // --cache-dir, else the defau
 // The engine of the common flags (source, device, cache, memory limit, M2N2 flags);
 // warnings go to the log. A bad --source or --device is a UsageError.
 std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f);
+// The options make_engine uses, for a front end that makes its engine itself.
+EngineOptions engine_options(const CommonOptions& o, const M2N2Flags& f);
 
 void log_info(const std::string& message);
 void log_warn(const std::string& message);

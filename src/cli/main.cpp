@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   m2n2::cli::register_eval(app, code);
   m2n2::cli::register_auto(app, code);
   m2n2::cli::register_cache(app, code);
+  m2n2::cli::register_serve(app, code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

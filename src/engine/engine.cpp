@@ -193,6 +193,16 @@ AutoResult Session::ncut(const NcutParams& params) {
 
 const Attention& Session::attention() { return impl_->whole_image_attention(); }
 SessionTimings Session::timings() const { return impl_->timings; }
+
+double Session::memory_bytes() const {
+  const auto& I = *impl_;
+  double bytes = static_cast<double>(I.rgb.total() * I.rgb.elemSize());
+  if (I.work.data != I.rgb.data) bytes += static_cast<double>(I.work.total() * I.work.elemSize());
+  if (I.seg) bytes += I.seg->memory_bytes();
+  if (I.attention)
+    for (const auto& m : I.attention->maps) bytes += 4.0 * static_cast<double>(attention_values(m));
+  return bytes;
+}
 Device Session::device() const { return impl_->device; }
 
 }  // namespace m2n2

@@ -60,6 +60,14 @@ void Segmenter::prepare_table() {
   if (!jbu_) jbu_ = std::make_unique<JointBilateralUpsampler>(rgb_, op_->h(), op_->w(), params_.jbu, params_.max_table_bytes);
 }
 
+double Segmenter::memory_bytes() const {
+  auto mat_bytes = [](const cv::Mat& m) { return static_cast<double>(m.total() * m.elemSize()); };
+  double bytes = mat_bytes(rgb_) + static_cast<double>(op_->bytes_per_step()) + 3.0 * 4.0 * op_->tokens();
+  if (jbu_) bytes += jbu_->table_bytes();
+  for (const auto& kv : cache_) bytes += mat_bytes(kv.second.lowres) + mat_bytes(kv.second.distance);
+  return bytes;
+}
+
 void Segmenter::check_point(cv::Point p) const {
   if (p.x < 0 || p.y < 0 || p.x >= full_.width || p.y >= full_.height)
     throw Error("click (" + std::to_string(p.x) + "," + std::to_string(p.y) + ") is outside the " +

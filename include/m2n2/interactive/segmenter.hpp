@@ -84,6 +84,9 @@ class Segmenter {
 
   size_t cached_points() const { return cache_.size(); }
   void clear_cache() { cache_.clear(); }
+  // Bytes held: the working image, the upsampling table, the cached per-point maps and
+  // the operator's storage (shared by sessions of one image, counted here once).
+  double memory_bytes() const;
 
  private:
   struct Entry {

@@ -1,0 +1,101 @@
+// m2n2 serve: the annotation page and JSON API (src/serve) on the engine of the flags.
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <chrono>
+#include <thread>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "m2n2/core/memory.hpp"
+#include "serve/server.hpp"
+
+namespace m2n2::cli {
+
+namespace {
+
+volatile std::sig_atomic_t g_signal = 0;
+
+struct ServeFlags {
+  CommonOptions common;
+  M2N2Flags m2n2;
+  serve::ServeOptions serve;
+  std::string max_body = "1M";
+};
+
+int run_serve(ServeFlags& o) {
+  if (o.serve.out_dir.empty()) o.serve.out_dir = o.serve.images_dir + "/m2n2_out";
+  check_range("--port", o.serve.port, 0, 65535);
+  try {
+    o.serve.max_body_bytes = static_cast<size_t>(parse_memory_size(o.max_body));
+  } catch (const Error& e) {
+    throw UsageError(std::string("--max-body: ") + e.what());
+  }
+  // Sessions are kept up to --max-memory, else up to half of what is free now.
+  const double limit = max_memory_bytes(o.common);
+  o.serve.memory_budget = limit > 0 ? limit : 0.5 * available_memory_bytes();
+  o.serve.info = log_info;
+  o.serve.warn = log_warn;
+
+  // SIGINT/SIGTERM only raise a flag (whichever thread takes them); a watcher thread
+  // stops the server. Set explicitly: a script's background job starts with SIGINT ignored.
+  struct sigaction action = {};
+  action.sa_handler = [](int sig) { g_signal = sig; };
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  std::unique_ptr<serve::Server> server;
+  try {
+    server = std::make_unique<serve::Server>(engine_options(o.common, o.m2n2), o.serve);
+  } catch (const MemoryError&) {
+    throw;
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (const Error& e) {
+    throw UsageError(e.what());  // a bad --source
+  }
+  const int port = server->bind();
+  const std::string host = o.serve.host.find(':') != std::string::npos ? "[" + o.serve.host + "]" : o.serve.host;
+  spdlog::info("{} images in {}; masks go to {}", server->image_count(), o.serve.images_dir, o.serve.out_dir);
+  spdlog::info("serving on http://{}:{}/  (Ctrl-C stops)", host, port);
+
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    while (!done && !g_signal) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (g_signal) {
+      spdlog::info("stopping (signal {}); saved work is on disk", static_cast<int>(g_signal));
+      server->stop();
+    }
+  });
+  server->run();
+  done = true;
+  watcher.join();
+  server.reset();
+  return kOk;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, int& code) {
+  auto o = std::make_shared<ServeFlags>();
+  auto* sub = app.add_subcommand("serve", "Annotate a folder in the browser: click, see the mask, save (HTTP server with a JSON API)");
+  sub->add_option("--images", o->serve.images_dir, "Folder of images to annotate")->required();
+  sub->add_option("--out", o->serve.out_dir, "Where saved masks (OUT/<stem>/<id>.png) and OUT/clicks.json go (default IMAGES/m2n2_out)");
+  sub->add_option("--clicks", o->serve.clicks_file, "Click file to resume from (default OUT/clicks.json when it exists)");
+  sub->add_option("--host", o->serve.host, "Address to bind (127.0.0.1: this machine only; reach it over an SSH tunnel)")
+      ->capture_default_str();
+  sub->add_option("--port", o->serve.port, "Port (0 = any free port; the URL is logged)")->capture_default_str();
+  sub->add_option("--max-body", o->max_body, "Largest request body accepted (413 beyond)")->capture_default_str();
+  add_common(sub, o->common);
+  add_m2n2_flags(sub, o->m2n2);
+  sub->callback([o, &code]() {
+    code = guarded([&]() {
+      setup(o->common);
+      return run_serve(*o);
+    });
+  });
+}
+
+}  // namespace m2n2::cli

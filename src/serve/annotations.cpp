@@ -1,0 +1,161 @@
+#include "serve/annotations.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "m2n2/io/click_file.hpp"
+#include "m2n2/io/npy.hpp"
+#include "m2n2/io/visuals.hpp"
+
+namespace m2n2::serve {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path normal_absolute(const fs::path& p) { return fs::absolute(p).lexically_normal(); }
+
+}  // namespace
+
+nlohmann::json clicks_json(const std::vector<Click>& clicks) {
+  nlohmann::json list = nlohmann::json::array();
+  auto number = [](double v) { return v == std::nearbyint(v) && std::fabs(v) < 1e15 ? json(static_cast<long long>(v)) : json(v); };
+  for (const auto& c : clicks) list.push_back({{"x", number(c.x)}, {"y", number(c.y)}, {"positive", c.positive}});
+  return list;
+}
+
+AnnotationStore::AnnotationStore(std::string images_dir, std::string out_dir)
+    : images_dir_(normal_absolute(images_dir).string()), out_dir_(normal_absolute(out_dir).string()) {}
+
+void AnnotationStore::load(const std::string& click_file, const std::set<std::string>& names, const WarnFn& warn) {
+  const std::string text = read_file(click_file);
+  const std::vector<ImageSpec> specs = parse_click_file(text, click_file);
+  const fs::path base = normal_absolute(click_file).parent_path();
+  const fs::path root = fs::weakly_canonical(images_dir_);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& spec : specs) {
+    const std::string where = click_file + ": " + (spec.image.empty() ? "<entry>" : spec.image);
+    if (!spec.error.empty()) {
+      if (warn) warn(where + ": " + spec.error + "; skipped");
+      continue;
+    }
+    const fs::path p = fs::path(spec.image).is_absolute() ? fs::path(spec.image) : base / spec.image;
+    const std::string name = fs::weakly_canonical(p).lexically_relative(root).generic_string();
+    if (!names.count(name)) {
+      if (warn) warn(where + ": not an image of " + images_dir_ + "; skipped");
+      continue;
+    }
+    auto& objects = saved_[name];
+    for (const auto& os : spec.objects) {
+      if (!os.error.empty()) {
+        if (warn) warn(where + " / " + os.id + ": " + os.error + "; skipped");
+        continue;
+      }
+      auto same = std::find_if(objects.begin(), objects.end(), [&](const Object& o) { return o.id == os.id; });
+      if (same != objects.end()) same->clicks = os.clicks;
+      else objects.push_back({os.id, os.clicks});
+    }
+    if (objects.empty()) saved_.erase(name);
+  }
+}
+
+nlohmann::json AnnotationStore::objects(const std::string& image) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json list = nlohmann::json::array();
+  auto it = saved_.find(image);
+  if (it == saved_.end()) return list;
+  for (const auto& o : it->second) {
+    nlohmann::json j = {{"id", o.id}, {"clicks", clicks_json(o.clicks)}};
+    std::error_code ec;
+    const std::string mask = mask_path(image, o.id);
+    if (fs::exists(mask, ec)) j["mask"] = mask;
+    list.push_back(j);
+  }
+  return list;
+}
+
+size_t AnnotationStore::count(const std::string& image) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = saved_.find(image);
+  return it == saved_.end() ? 0 : it->second.size();
+}
+
+std::string AnnotationStore::mask_path(const std::string& image, const std::string& id) const {
+  return (fs::path(out_dir_) / fs::path(image).stem() / (id + ".png")).string();
+}
+
+nlohmann::json AnnotationStore::save(const std::string& image, const std::string& id, const std::vector<Click>& clicks,
+                                     const Segmenter::Result& result, const cv::Mat& rgb) {
+  const std::string path = mask_path(image, id);
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  if (ec) throw Error(fs::path(path).parent_path().string() + ": cannot create output folder (" + ec.message() + ")");
+  SaveOptions options;
+  options.overwrite = true;
+  nlohmann::json j = save_result(path, result, rgb, clicks, options);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& objects = saved_[image];
+  auto same = std::find_if(objects.begin(), objects.end(), [&](const Object& o) { return o.id == id; });
+  if (same != objects.end()) same->clicks = clicks;
+  else objects.push_back({id, clicks});
+  j["id"] = id;
+  return j;
+}
+
+bool AnnotationStore::remove(const std::string& image, const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = saved_.find(image);
+  if (it == saved_.end()) return false;
+  auto& objects = it->second;
+  auto same = std::find_if(objects.begin(), objects.end(), [&](const Object& o) { return o.id == id; });
+  if (same == objects.end()) return false;
+  objects.erase(same);
+  if (objects.empty()) saved_.erase(it);
+  std::error_code ec;
+  fs::remove(mask_path(image, id), ec);
+  return true;
+}
+
+void AnnotationStore::commit() {
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json images = nlohmann::json::array();
+  const fs::path out = out_dir_;
+  for (const auto& kv : saved_) {
+    nlohmann::json objects = nlohmann::json::array();
+    for (const auto& o : kv.second) objects.push_back({{"id", o.id}, {"clicks", clicks_json(o.clicks)}});
+    const fs::path image = (fs::path(images_dir_) / kv.first).lexically_normal();
+    images.push_back({{"image", image.lexically_relative(out).generic_string()}, {"objects", objects}});
+  }
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  write_file_atomic(click_file(), nlohmann::json({{"images", images}}).dump(1) + "\n");
+}
+
+nlohmann::json AnnotationStore::coco(const std::vector<std::string>& names) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json results = nlohmann::json::array();
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto it = saved_.find(names[i]);
+    if (it == saved_.end()) continue;
+    for (const auto& o : it->second) {
+      const cv::Mat mask = cv::imread(mask_path(names[i], o.id), cv::IMREAD_GRAYSCALE);
+      if (mask.empty()) continue;  // listed from a click file, not saved as a mask yet
+      const cv::Rect box = cv::boundingRect(mask);
+      results.push_back({{"image_id", i + 1},
+                         {"file_name", names[i]},
+                         {"object_id", o.id},
+                         {"category_id", 1},
+                         {"segmentation", rle_json(mask)},
+                         {"area", cv::countNonZero(mask)},
+                         {"bbox", {box.x, box.y, box.width, box.height}},
+                         {"score", 1.0}});
+    }
+  }
+  return results;
+}
+
+}  // namespace m2n2::serve
