@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <chrono>
 #include <thread>
 
@@ -57,9 +58,13 @@ int run_serve(ServeFlags& o) {
     throw UsageError(e.what());  // a bad --source
   }
   const int port = server->bind();
+  if (o.serve.host != "127.0.0.1" && o.serve.host != "localhost" && o.serve.host != "::1")
+    spdlog::warn("--host {}: anyone who reaches this address can read the images and write masks (no authentication)",
+                 o.serve.host);
   const std::string host = o.serve.host.find(':') != std::string::npos ? "[" + o.serve.host + "]" : o.serve.host;
   spdlog::info("{} images in {}; masks go to {}", server->image_count(), o.serve.images_dir, o.serve.out_dir);
-  spdlog::info("serving on http://{}:{}/  (Ctrl-C stops)", host, port);
+  // The URL is what the user needs from this command: said even with --quiet.
+  std::fprintf(stderr, "m2n2: info: serving on http://%s:%d/  (Ctrl-C stops)\n", host.c_str(), port);
 
   std::atomic<bool> done{false};
   std::thread watcher([&] {
@@ -89,6 +94,8 @@ void register_serve(CLI::App& app, int& code) {
   sub->add_option("--port", o->serve.port, "Port (0 = any free port; the URL is logged)")->capture_default_str();
   sub->add_option("--max-body", o->max_body, "Largest request body accepted (413 beyond)")->capture_default_str();
   add_common(sub, o->common);
+  sub->get_option("--max-memory")
+      ->description("Memory for prepared images: least recently used ones are dropped beyond it (default: half of what is free at start)");
   add_m2n2_flags(sub, o->m2n2);
   sub->callback([o, &code]() {
     code = guarded([&]() {

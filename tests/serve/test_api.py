@@ -225,7 +225,13 @@ def main():
         check("broken.png" in e["error"], "failure names the file: %r" % e)
         check(srv.json("GET", "/api/status?image=broken.png")["state"] == "failed", "status failed")
 
-        # ---- two clients on two images at once (kite is prepared meanwhile)
+        # ---- a preparation does not hold up clicks on a prepared image
+        srv.json("POST", "/api/prepare", {"image": "kite.png"})
+        srv.json("POST", "/api/segment", {"image": "fruit.png", "clicks": clicks})
+        check(srv.json("GET", "/api/status?image=kite.png")["state"] in ("queued", "preparing"),
+              "a click on fruit.png answered while kite.png is still being prepared")
+
+        # ---- two clients on two images at once
         jobs = {"fruit.png": [{"x": 330, "y": 180}, {"x": 330, "y": 300, "positive": False}],
                 "kite.png": [{"x": 250, "y": 110}]}
         results, errors = {}, []

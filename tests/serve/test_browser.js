@@ -112,6 +112,29 @@ async function main() {
     const a = fs.readFileSync(path.join(out, 'fruit', entry.objects[0].id + '.png'));
     const b = fs.readFileSync(path.join(tmp, 'cli', 'fruit', entry.objects[0].id + '.png'));
     if (!a.equals(b)) fail('the saved mask differs from m2n2 segment\'s');
+
+    // The distance-map toggle (D), undo (U), a second object (A), next image (N), previous (P).
+    await page.keyboard.press('d');
+    await page.waitForFunction(() => window.m2n2.state.perImage.get('fruit.png').objects[0].soft !== null, {timeout: 60000});
+    let n = await segments();
+    await page.keyboard.press('u');
+    await page.waitForFunction((n) => Number(document.getElementById('view').dataset.segments) > n, {timeout: 60000}, n);
+    const afterUndo = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects[0].clicks.length);
+    if (afterUndo !== 1) fail(`undo left ${afterUndo} clicks`);
+    await page.keyboard.press('a');
+    p = await at(330, 180);
+    n = await segments();
+    await page.mouse.click(p.x, p.y, {button: 'left'});
+    await page.waitForFunction((n) => Number(document.getElementById('view').dataset.segments) > n, {timeout: 60000}, n);
+    const objs = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.map((o) => [o.id, o.clicks.length]));
+    if (JSON.stringify(objs) !== JSON.stringify([['1', 1], ['2', 1]])) fail('objects: ' + JSON.stringify(objs));
+    await page.keyboard.press('n');
+    await page.waitForFunction(() => window.m2n2.state.name === 'kite.png' && window.m2n2.state.img, {timeout: 30000});
+    await page.keyboard.press('p');
+    await page.waitForFunction(() => window.m2n2.state.name === 'fruit.png', {timeout: 30000});
+    const kept = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.length);
+    if (kept !== 2) fail('unsaved objects lost when coming back to the image');
+    if (pageErrors.length) fail('errors on the page: ' + pageErrors.join('; '));
     console.log(`browser ok: ${want.length} clicks, mask of ${obj.area} px saved, identical to m2n2 segment`);
   } finally {
     await browser.close();
