@@ -404,7 +404,7 @@ Server::Server(EngineOptions engine, ServeOptions options)
 
 Server::~Server() {
   stop();
-  impl_->pool->shutdown();
+  impl_->pool.reset();  // joins the preparation worker while everything it uses is still there
 }
 
 int Server::bind() {
