@@ -5,6 +5,8 @@
 //   ./build/tests/m2n2_bench_grid128 make /tmp/att128.npy     # synthetic attention, 1 GiB
 //   ./build/tests/m2n2_bench_grid128 run /tmp/att128.npy [repetitions]   (any grid's .npy)
 //   ./build/tests/m2n2_bench_grid128 cache SOURCE [GRID]   # attention cache: miss vs hit
+//   ./build/tests/m2n2_bench_grid128 precision /tmp/att128.npy [clicks] [encodings]
+//     masks and distance maps per click with fp16, bf16, fp16-row against fp32
 // The fixture is a softmax of scaled dot products of smooth random token features
 // (rows peaked on a few hundred keys, the rest tiny), as diffusion self-attention is.
 #include <sys/resource.h>
@@ -21,6 +23,7 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "m2n2/eval/click_simulator.hpp"
 #include "m2n2/io/npy.hpp"
 #include "m2n2/m2n2.hpp"
 
@@ -40,9 +43,9 @@ double peak_rss_gib() {
   return u.ru_maxrss / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
 }
 
-int make(const std::string& path) {
-  const int n = kGrid * kGrid, d = 32;
-  // Smooth features: random low-frequency waves over the grid, plus a little noise.
+// Smooth token features: random low-frequency waves over the grid, plus a little noise.
+std::vector<float> features(int d) {
+  const int n = kGrid * kGrid;
   std::mt19937 rng(7);
   std::normal_distribution<float> g(0.f, 1.f);
   std::vector<float> feat(static_cast<size_t>(n) * d);
@@ -56,7 +59,13 @@ int make(const std::string& path) {
     for (int x = 0; x < kGrid; ++x)
       for (int k = 0; k < d; ++k)
         feat[static_cast<size_t>(y * kGrid + x) * d + k] = std::cos(fx[k] * x + fy[k] * y + ph[k]) + 0.1f * g(rng);
-  const float scale = 0.6f;  // sets how peaked the rows are (see the effective support below)
+  return feat;
+}
+
+int make(const std::string& path, float scale) {
+  const int n = kGrid * kGrid, d = 32;
+  const std::vector<float> feat = features(d);
+  // `scale` sets how peaked the rows are (see the effective support below): 0.6 by default.
   std::vector<float> att(static_cast<size_t>(n) * n);
   double support = 0;
 #pragma omp parallel for reduction(+ : support) schedule(static)
@@ -166,12 +175,150 @@ int cache(const std::string& source, int grid) {
   return 0;
 }
 
+// ------------------------------------------------------------- precision at grid 128
+// Attention encodings, applied as a round trip (what comes back from storage).
+struct Encoding {
+  const char* name;
+  double bytes_per_value;
+  void (*round)(std::vector<float>& v, int64_t n);
+};
+
+void keep_fp32(std::vector<float>&, int64_t) {}
+// What m2n2 does to every computed attention (and stores in the cache): the engine's own
+// round_to_fp16, so that the check below is of the code in use.
+void round_fp16(std::vector<float>& v, int64_t) {
+  Attention a;
+  a.maps.emplace_back();
+  a.maps[0].h = a.maps[0].w = kGrid;
+  a.maps[0].data.swap(v);
+  round_to_fp16(a);
+  v.swap(a.maps[0].data);
+}
+void round_bf16(std::vector<float>& v, int64_t) {
+  for (auto& x : v) {
+    uint32_t b;
+    std::memcpy(&b, &x, 4);
+    b = (b + 0x7FFFu + ((b >> 16) & 1u)) & 0xFFFF0000u;  // round to nearest even
+    std::memcpy(&x, &b, 4);
+  }
+}
+// fp16 of each row divided by its maximum (one fp32 scale per row): relative precision
+// 2^-11 down to 6e-5 of the row's peak instead of down to 6e-5 absolute.
+void round_fp16_row(std::vector<float>& v, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = v.data() + i * n;
+    const float mx = *std::max_element(row, row + n);
+    if (!(mx > 0)) continue;
+    for (int64_t j = 0; j < n; ++j) row[j] = half_to_float(float_to_half(row[j] / mx)) * mx;
+  }
+}
+
+// The masks and distance maps of every click of the m2n2 NoC protocol with the attention
+// kept in fp32 and with each encoding: the clicks are those of the fp32 run, replayed.
+// `only`: a comma-separated list of encodings (fp32 always runs); the exit code is 1 when
+// one of them does not keep the masks.
+int precision(const std::string& path, int n_clicks, const std::string& only) {
+  set_num_threads(0);
+  NpyArray arr = read_npy(path);
+  if (arr.shape.size() != 4 || arr.shape[0] != kGrid) {
+    std::fprintf(stderr, "%s: expected the grid-%d fixture (make)\n", path.c_str(), kGrid);
+    return 2;
+  }
+  const int n = kGrid * kGrid;
+  // A guide image and a ground truth that follow the fixture's token features.
+  const std::vector<float> feat = features(32);
+  cv::Mat small(kGrid, kGrid, CV_8UC3), obj(kGrid, kGrid, CV_8U);
+  for (int i = 0; i < n; ++i) {
+    for (int c = 0; c < 3; ++c)
+      small.at<cv::Vec3b>(i / kGrid, i % kGrid)[c] =
+          cv::saturate_cast<uint8_t>((feat[static_cast<size_t>(i) * 32 + c] + 1.2f) * 106.f);
+    obj.at<uint8_t>(i / kGrid, i % kGrid) = feat[static_cast<size_t>(i) * 32 + 3] > 0.2f ? 255 : 0;
+  }
+  cv::Mat rgb, gt, labels;
+  cv::resize(small, rgb, cv::Size(512, 512), 0, 0, cv::INTER_CUBIC);
+  cv::connectedComponents(obj, labels, 4);
+  // The component under the most object pixels near the centre.
+  int best = labels.at<int>(kGrid / 2, kGrid / 2);
+  if (best == 0) {
+    double mx;
+    cv::Point at;
+    cv::Mat d;
+    cv::distanceTransform(obj, d, cv::DIST_L2, 3);
+    cv::minMaxLoc(d, nullptr, &mx, nullptr, &at);
+    best = labels.at<int>(at);
+  }
+  cv::resize(labels == best, gt, rgb.size(), 0, 0, cv::INTER_NEAREST);
+
+  const Encoding encodings[] = {{"fp32", 4, keep_fp32}, {"fp16", 2, round_fp16}, {"bf16", 2, round_bf16},
+                                {"fp16-row", 2.0 + 4.0 / n, round_fp16_row}};
+  M2N2Params params;
+  std::vector<Click> clicks;
+  std::vector<cv::Mat> ref_masks, ref_maps;
+  std::printf("grid %d (N = %d), 512x512 guide, m2n2 protocol, %d clicks; against fp32 per click:\n", kGrid, n, n_clicks);
+  std::printf("  %-9s %6s %9s %9s %12s %9s  %s\n", "encoding", "B/value", "min IoU", "mean IoU", "max |dd|", "op s",
+              "keeps masks (IoU >= 0.995, |dd| <= 1e-3)");
+  bool all_keep = true;
+  for (const auto& e : encodings) {
+    if (std::string(e.name) != "fp32" && !only.empty() && ("," + only + ",").find("," + std::string(e.name) + ",") == std::string::npos)
+      continue;
+    AttentionMap m;
+    m.name = "fixture";
+    m.h = m.w = kGrid;
+    m.data = arr.data;
+    e.round(m.data, n);
+    const auto t0 = Clock::now();
+    auto op = std::make_shared<MarkovOperator>(std::move(m), params.op);
+    const double op_s = since(t0);
+    Segmenter seg(rgb, op, params);
+    double min_iou = 1, sum_iou = 0, max_dd = 0;
+    cv::Mat pred = cv::Mat::zeros(rgb.size(), CV_8U);
+    for (int k = 0; k < n_clicks; ++k) {
+      if (ref_masks.size() <= static_cast<size_t>(k)) {  // the fp32 run makes the clicks
+        const SimulatedClick c = next_click(gt, pred, cv::Mat(), {}, Protocol::M2N2);
+        clicks.push_back({static_cast<double>(c.x), static_cast<double>(c.y), c.positive});
+      }
+      const std::vector<Click> upto(clicks.begin(), clicks.begin() + k + 1);
+      pred = seg.segment(upto).mask;
+      const cv::Mat dist = seg.distance_map(click_pixel(clicks[k]));
+      if (ref_masks.size() <= static_cast<size_t>(k)) {
+        ref_masks.push_back(pred.clone());
+        ref_maps.push_back(dist.clone());
+        continue;
+      }
+      const double inter = cv::countNonZero(pred & ref_masks[k]), uni = cv::countNonZero(pred | ref_masks[k]);
+      const double iou = uni > 0 ? inter / uni : 1.0;
+      min_iou = std::min(min_iou, iou);
+      sum_iou += iou;
+      max_dd = std::max(max_dd, cv::norm(dist, ref_maps[k], cv::NORM_INF));
+    }
+    const bool keeps = min_iou >= 0.995 && max_dd <= 1e-3;
+    if (std::string(e.name) != "fp32") all_keep = all_keep && keeps;
+    if (std::string(e.name) == "fp32")
+      std::printf("  %-9s %6.2f %9s %9s %12s %9.1f  (reference)\n", e.name, e.bytes_per_value, "-", "-", "-", op_s);
+    else
+      std::printf("  %-9s %6.2f %9.4f %9.4f %12.3g %9.1f  %s\n", e.name, e.bytes_per_value, min_iou, sum_iou / n_clicks,
+                  max_dd, op_s, keeps ? "yes" : "NO");
+    std::fflush(stdout);
+  }
+  double gt_iou = 0;
+  {
+    const double inter = cv::countNonZero(ref_masks.back() & gt), uni = cv::countNonZero(ref_masks.back() | gt);
+    gt_iou = inter / std::max(1.0, uni);
+  }
+  std::printf("  (fp32 mask vs the fixture's ground truth after %d clicks: IoU %.3f)\n", n_clicks, gt_iou);
+  return all_keep ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 3 && std::strcmp(argv[1], "make") == 0) return make(argv[2]);
+  if (argc >= 3 && std::strcmp(argv[1], "precision") == 0)
+    return precision(argv[2], argc >= 4 ? std::max(1, std::atoi(argv[3])) : 20, argc >= 5 ? argv[4] : "");
+  if (argc >= 3 && std::strcmp(argv[1], "make") == 0) return make(argv[2], argc >= 4 ? std::atof(argv[3]) : 0.6f);
   if (argc >= 3 && std::strcmp(argv[1], "run") == 0) return run(argv[2], argc >= 4 ? std::max(1, std::atoi(argv[3])) : 3);
   if (argc >= 3 && std::strcmp(argv[1], "cache") == 0) return cache(argv[2], argc >= 4 ? std::atoi(argv[3]) : 0);
-  std::fprintf(stderr, "usage: %s make FILE.npy | run FILE.npy [repetitions] | cache SOURCE [GRID]\n", argv[0]);
+  std::fprintf(stderr, "usage: %s make FILE.npy [scale] | run FILE.npy [repetitions] | cache SOURCE [GRID] |\n"
+               "       precision FILE.npy [clicks] [fp16,bf16,fp16-row]\n", argv[0]);
   return 2;
 }
