@@ -82,9 +82,11 @@ int run_auto(AutoOptions& o) {
   return failures ? kSomeFailed : kOk;
 }
 
-int run_eval_auto(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore) {
+int run_eval_auto(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore,
+                  const std::string& matching) {
   check_range("--classes", num_classes, 0, 65536);
-  const LabelEvaluation r = evaluate_label_maps(pred_dir, gt_dir, num_classes, ignore, log_error);
+  const LabelEvaluation r =
+      evaluate_label_maps(pred_dir, gt_dir, num_classes, ignore, log_error, parse_label_matching(matching));
   std::cout << r.metrics.dump() << "\n";
   spdlog::info("pixel accuracy {:.4f}, mIoU {:.4f} over {} images", r.metrics["pixel_accuracy"].get<double>(),
                r.metrics["mIoU"].get<double>(), r.metrics["images"].get<size_t>());
@@ -122,20 +124,24 @@ void register_auto(CLI::App& app, int& code) {
 
   struct EvOpt {
     CommonOptions common;
-    std::string pred, gt;
+    std::string pred, gt, matching = "image";
     int classes = 0, ignore = 255;
   };
   auto eo = std::make_shared<EvOpt>();
-  auto* ev = app.add_subcommand("eval-auto", "Pixel accuracy and mIoU of label maps with per-image Hungarian matching");
+  auto* ev = app.add_subcommand("eval-auto", "Pixel accuracy and mIoU of label maps (Hungarian matching per image or over the dataset)");
   ev->add_option("--pred", eo->pred, "Folder of predicted label PNGs")->required();
   ev->add_option("--gt", eo->gt, "Folder of GT label PNGs (same stems)")->required();
   ev->add_option("--classes", eo->classes, "Number of GT classes (0 = largest label + 1)");
   ev->add_option("--ignore", eo->ignore, "GT label to ignore")->capture_default_str();
+  ev->add_option("--matching", eo->matching,
+                 "image: Hungarian per image (DiffSeg); dataset: one Hungarian over the dataset (unsupervised semantic "
+                 "segmentation); majority: each label to its most overlapped class")
+      ->capture_default_str();
   add_common(ev, eo->common, false);
   ev->callback([eo, &code]() {
     code = guarded([&]() {
       setup(eo->common);
-      return run_eval_auto(eo->pred, eo->gt, eo->classes, eo->ignore);
+      return run_eval_auto(eo->pred, eo->gt, eo->classes, eo->ignore, eo->matching);
     });
   });
 }

@@ -1,4 +1,5 @@
-// Per-image Hungarian evaluation of label maps, as in DiffSeg's benchmark code.
+// Evaluation of label maps: per-image Hungarian matching as in DiffSeg's benchmark code,
+// dataset-level Hungarian and majority matching as in unsupervised semantic segmentation.
 #include "m2n2/whole_image/label_eval.hpp"
 
 #include <algorithm>
@@ -12,8 +13,68 @@
 namespace m2n2 {
 namespace fs = std::filesystem;
 
+LabelMatching parse_label_matching(const std::string& s) {
+  if (s == "image") return LabelMatching::Image;
+  if (s == "dataset") return LabelMatching::Dataset;
+  if (s == "majority") return LabelMatching::Majority;
+  throw InvalidArgument("--matching: expected image, dataset or majority, got '" + s + "'");
+}
+
+std::string to_string(LabelMatching m) {
+  switch (m) {
+    case LabelMatching::Image: return "image";
+    case LabelMatching::Dataset: return "dataset";
+    case LabelMatching::Majority: return "majority";
+  }
+  return "?";
+}
+
+namespace {
+
+// hist: C×cols confusion counts (GT row, predicted column). For each class c, the
+// predicted labels assigned to it; accumulates TP, FP and FN of the assignment.
+void score(const std::vector<double>& hist, int C, int cols, const std::vector<std::vector<int>>& labels_of,
+           std::vector<double>& TP, std::vector<double>& FP, std::vector<double>& FN) {
+  for (int c = 0; c < C; ++c) {
+    double row = 0, tp = 0, predicted = 0;
+    for (int j = 0; j < cols; ++j) row += hist[static_cast<size_t>(c) * cols + j];
+    for (int k : labels_of[c]) {
+      tp += hist[static_cast<size_t>(c) * cols + k];
+      for (int r = 0; r < C; ++r) predicted += hist[static_cast<size_t>(r) * cols + k];
+    }
+    TP[c] += tp;
+    FN[c] += row - tp;
+    FP[c] += predicted - tp;
+  }
+}
+
+// One-to-one (Hungarian, maximising matched pixels) or many-to-one (majority) labels per class.
+std::vector<std::vector<int>> assign(const std::vector<double>& hist, int C, int cols, bool majority) {
+  std::vector<std::vector<int>> labels_of(C);
+  if (majority) {
+    for (int k = 0; k < cols; ++k) {
+      int best = -1;  // a label that covers no valid pixel predicts no class
+      double most = 0;
+      for (int c = 0; c < C; ++c) {
+        const double v = hist[static_cast<size_t>(c) * cols + k];
+        if (v > most) {
+          most = v;
+          best = c;  // ties: the lowest class
+        }
+      }
+      if (best >= 0) labels_of[best].push_back(k);
+    }
+    return labels_of;
+  }
+  const auto a = linear_sum_assignment(hist, C, cols, true);
+  for (size_t i = 0; i < a.rows.size(); ++i) labels_of[a.rows[i]].push_back(a.cols[i]);
+  return labels_of;
+}
+
+}  // namespace
+
 LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore,
-                                    const std::function<void(const std::string&)>& on_error) {
+                                    const std::function<void(const std::string&)>& on_error, LabelMatching matching) {
   if (!fs::is_directory(pred_dir)) throw InvalidArgument(pred_dir + ": not a folder");
   if (!fs::is_directory(gt_dir)) throw InvalidArgument(gt_dir + ": not a folder");
   std::vector<fs::path> gts;
@@ -51,29 +112,35 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
   if (imgs.empty()) throw InvalidArgument(gt_dir + ": no evaluable images");
   std::vector<double> TP(C, 0), FP(C, 0), FN(C, 0);
   double ALL = 0;
-  for (const auto& im : imgs) {
-    int K = 0;
+  // Predicted labels over the dataset; every confusion matrix has at least C columns.
+  int K = 0;
+  for (const auto& im : imgs)
     for (int y = 0; y < im.pred.rows; ++y)
       for (int x = 0; x < im.pred.cols; ++x) K = std::max(K, im.pred.at<int>(y, x) + 1);
-    const int cols = std::max(C, K + 1);
-    std::vector<double> hist(static_cast<size_t>(C) * cols, 0);
+  auto confusion = [&](const Img& im, int cols, std::vector<double>& hist) {
     for (int y = 0; y < im.gt.rows; ++y)
       for (int x = 0; x < im.gt.cols; ++x) {
         const int g = im.gt.at<int>(y, x), p = im.pred.at<int>(y, x);
         if (g == ignore || g < 0 || g >= C || p < 0) continue;
         hist[static_cast<size_t>(g) * cols + p] += 1;
       }
-    const auto a = linear_sum_assignment(hist, C, cols, true);
-    for (size_t i = 0; i < a.rows.size(); ++i) {
-      const int c = a.rows[i], k = a.cols[i];
-      double row = 0, col = 0;
-      for (int j = 0; j < cols; ++j) row += hist[static_cast<size_t>(c) * cols + j];
-      for (int r = 0; r < C; ++r) col += hist[static_cast<size_t>(r) * cols + k];
-      const double tp = hist[static_cast<size_t>(c) * cols + k];
-      TP[c] += tp;
-      FN[c] += row - tp;
-      FP[c] += col - tp;
+  };
+  if (matching == LabelMatching::Image) {
+    for (const auto& im : imgs) {
+      int k_img = 0;
+      for (int y = 0; y < im.pred.rows; ++y)
+        for (int x = 0; x < im.pred.cols; ++x) k_img = std::max(k_img, im.pred.at<int>(y, x) + 1);
+      const int cols = std::max(C, k_img + 1);
+      std::vector<double> hist(static_cast<size_t>(C) * cols, 0);
+      confusion(im, cols, hist);
+      score(hist, C, cols, assign(hist, C, cols, false), TP, FP, FN);
+      for (double v : hist) ALL += v;
     }
+  } else {
+    const int cols = std::max(C, K);
+    std::vector<double> hist(static_cast<size_t>(C) * cols, 0);
+    for (const auto& im : imgs) confusion(im, cols, hist);
+    score(hist, C, cols, assign(hist, C, cols, matching == LabelMatching::Majority), TP, FP, FN);
     for (double v : hist) ALL += v;
   }
   double tp_sum = 0, iou_sum = 0;
@@ -95,8 +162,16 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
                       {"pixel_accuracy", ALL > 0 ? tp_sum / ALL : 0.0},
                       {"mIoU", iou_n ? iou_sum / iou_n : 0.0},
                       {"iou_per_class", per_class},
-                      {"matching", "per image, Hungarian (SciPy tie-breaking); unmatched predicted segments are not FP; "
-                                   "absent GT classes are still matched"},
+                      {"matching", to_string(matching)},
+                      {"matching_rule",
+                       matching == LabelMatching::Image
+                           ? "per image, Hungarian (SciPy tie-breaking); unmatched predicted segments are not FP; "
+                             "absent GT classes are still matched"
+                       : matching == LabelMatching::Dataset
+                           ? "one Hungarian assignment over the dataset's confusion matrix (max matched pixels, SciPy "
+                             "tie-breaking); unmatched predicted labels predict no class"
+                           : "each predicted label to the class it overlaps most over the dataset (many-to-one)"},
+                      {"predicted_labels", K},
                       {"failed", failures}};
   return {m, failures};
 }

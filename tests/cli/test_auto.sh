@@ -38,4 +38,15 @@ check "eval-auto: known accuracy and mIoU" /usr/bin/python3 -c "
 import json; m = json.loads(open('$TMP/out').read())
 # class 0 <- label 3 (90 px, IoU 1); class 1 <- label 0 or 5 (45 of 90 px, IoU 0.5)
 assert abs(m['pixel_accuracy'] - 135/180) < 1e-9 and abs(m['mIoU'] - 0.75) < 1e-9, m"
+# One image: dataset-level matching is the per-image answer; majority gives labels 0 and 5
+# both to class 1.
+expect_ok $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --matching dataset
+check "eval-auto --matching dataset" /usr/bin/python3 -c "
+import json; m = json.loads(open('$TMP/out').read())
+assert m['matching'] == 'dataset' and abs(m['mIoU'] - 0.75) < 1e-9, m"
+expect_ok $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --matching majority
+check "eval-auto --matching majority" /usr/bin/python3 -c "
+import json; m = json.loads(open('$TMP/out').read())
+assert m['matching'] == 'majority' and abs(m['mIoU'] - 1.0) < 1e-9 and abs(m['pixel_accuracy'] - 1.0) < 1e-9, m"
+expect_error 2 "matching" $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --matching best
 finish

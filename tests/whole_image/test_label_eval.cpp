@@ -1,0 +1,91 @@
+// Label-map evaluation: per-image, dataset-level and majority matching on toys whose
+// answers are worked out by hand below.
+#include <gtest/gtest.h>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include "m2n2/core/error.hpp"
+#include "m2n2/whole_image/label_eval.hpp"
+#include "test_util.hpp"
+
+using namespace m2n2;
+
+namespace {
+
+// A 10×10 label map whose column x has label cols[x].
+cv::Mat columns(const std::vector<int>& cols) {
+  cv::Mat m(10, 10, CV_16U);
+  for (int y = 0; y < 10; ++y)
+    for (int x = 0; x < 10; ++x) m.at<uint16_t>(y, x) = static_cast<uint16_t>(cols[x]);
+  return m;
+}
+
+struct Toy {
+  std::string pred, gt;
+};
+
+Toy write_toy(const std::vector<std::pair<cv::Mat, cv::Mat>>& images) {  // (gt, pred) per image
+  Toy t{test::temp_dir(), test::temp_dir()};
+  for (size_t i = 0; i < images.size(); ++i) {
+    const std::string name = "im" + std::to_string(i) + ".png";
+    cv::imwrite(t.gt + "/" + name, images[i].first);
+    cv::imwrite(t.pred + "/" + name, images[i].second);
+  }
+  return t;
+}
+
+LabelEvaluation run(const Toy& t, int classes, LabelMatching m) {
+  return evaluate_label_maps(t.pred, t.gt, classes, 255, nullptr, m);
+}
+
+}  // namespace
+
+// Image A: GT 0 | 1, predicted 0 | 1. Image B: GT 0 | 2 (40 px) with a 10-px column of 0,
+// predicted 0 | 1. Per image, label 1 is class 1 in A and class 2 in B; over the dataset it
+// can be only one of them.
+TEST(LabelEval, DatasetLevelHungarianDiffersFromPerImageMatching) {
+  const Toy t = write_toy({{columns({0, 0, 0, 0, 0, 1, 1, 1, 1, 1}), columns({0, 0, 0, 0, 0, 1, 1, 1, 1, 1})},
+                           {columns({0, 0, 0, 0, 0, 2, 2, 2, 2, 0}), columns({0, 0, 0, 0, 0, 1, 1, 1, 1, 1})}});
+  // Per image: class 0 TP 100 FN 10; class 1 TP 50; class 2 TP 40 FP 10.
+  const auto img = run(t, 3, LabelMatching::Image).metrics;
+  EXPECT_NEAR(img["iou_per_class"][0].get<double>(), 100.0 / 110.0, 1e-12);
+  EXPECT_NEAR(img["iou_per_class"][1].get<double>(), 1.0, 1e-12);
+  EXPECT_NEAR(img["iou_per_class"][2].get<double>(), 40.0 / 50.0, 1e-12);
+  EXPECT_NEAR(img["pixel_accuracy"].get<double>(), 190.0 / 200.0, 1e-12);
+  EXPECT_EQ(img["matching"], "image");
+  // Over the dataset: M = [[100, 10], [0, 50], [0, 40]]; the assignment 0->0, 1->1 (150 px)
+  // beats 0->0, 2->1 (140); class 2 gets no label. Class 1: TP 50, FP 50 (label 1 on GT 0
+  // and 2); class 2: FN 40.
+  const auto ds = run(t, 3, LabelMatching::Dataset).metrics;
+  EXPECT_NEAR(ds["iou_per_class"][0].get<double>(), 100.0 / 110.0, 1e-12);
+  EXPECT_NEAR(ds["iou_per_class"][1].get<double>(), 50.0 / 100.0, 1e-12);
+  EXPECT_NEAR(ds["iou_per_class"][2].get<double>(), 0.0, 1e-12);
+  EXPECT_NEAR(ds["mIoU"].get<double>(), (100.0 / 110.0 + 0.5 + 0.0) / 3.0, 1e-12);
+  EXPECT_NEAR(ds["pixel_accuracy"].get<double>(), 150.0 / 200.0, 1e-12);
+  EXPECT_EQ(ds["matching"], "dataset");
+  EXPECT_EQ(ds["predicted_labels"], 2);
+}
+
+// One image, GT 0 | 1; three labels: 0 (30 px of class 0), 2 (20 px of class 0), 1 (class 1).
+// One-to-one leaves label 2 unmatched (its pixels predict no class); majority gives it to 0.
+TEST(LabelEval, MajorityMatchingIsManyToOne) {
+  const Toy t = write_toy({{columns({0, 0, 0, 0, 0, 1, 1, 1, 1, 1}), columns({0, 0, 0, 2, 2, 1, 1, 1, 1, 1})}});
+  const auto ds = run(t, 2, LabelMatching::Dataset).metrics;
+  EXPECT_NEAR(ds["iou_per_class"][0].get<double>(), 30.0 / 50.0, 1e-12);
+  EXPECT_NEAR(ds["mIoU"].get<double>(), 0.8, 1e-12);
+  EXPECT_NEAR(ds["pixel_accuracy"].get<double>(), 0.8, 1e-12);
+  const auto maj = run(t, 2, LabelMatching::Majority).metrics;
+  EXPECT_NEAR(maj["mIoU"].get<double>(), 1.0, 1e-12);
+  EXPECT_NEAR(maj["pixel_accuracy"].get<double>(), 1.0, 1e-12);
+  // Per image with one image is the dataset-level answer.
+  EXPECT_NEAR(run(t, 2, LabelMatching::Image).metrics["mIoU"].get<double>(), 0.8, 1e-12);
+}
+
+TEST(LabelEval, IgnoredPixelsAndMatchingNames) {
+  cv::Mat gt = columns({0, 0, 0, 0, 0, 1, 1, 1, 1, 1});
+  gt.col(9).setTo(255);  // ignored: the wrong prediction there does not count
+  const Toy t = write_toy({{gt, columns({0, 0, 0, 0, 0, 1, 1, 1, 1, 0})}});
+  EXPECT_NEAR(run(t, 2, LabelMatching::Dataset).metrics["mIoU"].get<double>(), 1.0, 1e-12);
+  EXPECT_EQ(parse_label_matching("majority"), LabelMatching::Majority);
+  EXPECT_THROW(parse_label_matching("best"), InvalidArgument);
+}
