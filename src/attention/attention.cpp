@@ -31,6 +31,49 @@ void validate_attention(const AttentionMap& m, const std::string& what, float to
   }
 }
 
+bool is_feature_kind(const std::string& kind) {
+  return kind == "keys" || kind == "patch_tokens" || kind == "cls" || kind == "cls_attention";
+}
+
+void validate_feature(const FeatureMap& f, const std::string& what) {
+  const std::string w = what + " feature '" + f.name + "'";
+  if (!is_feature_kind(f.kind))
+    throw Error(w + ": unknown kind '" + f.kind + "' (keys, patch_tokens, cls or cls_attention)");
+  if (f.h <= 0 || f.w <= 0 || f.dim <= 0) throw Error(w + ": empty shape");
+  if (f.kind == "cls" && f.rows() != 1) throw Error(w + ": a cls feature is one row");
+  if (f.kind == "cls_attention" && f.dim != 1) throw Error(w + ": cls_attention has one value per patch");
+  const int64_t expect = f.rows() * f.dim;
+  if (static_cast<int64_t>(f.data.size()) != expect)
+    throw Error(w + ": expected " + std::to_string(f.rows()) + "x" + std::to_string(f.dim) + " values, got " +
+                std::to_string(f.data.size()));
+  double sum = 0;
+  for (size_t i = 0; i < f.data.size(); ++i) {
+    if (!std::isfinite(f.data[i])) throw Error(w + ": non-finite value at " + std::to_string(i));
+    sum += f.data[i];
+  }
+  if (f.kind == "cls_attention") {
+    if (*std::min_element(f.data.begin(), f.data.end()) < 0) throw Error(w + ": negative attention");
+    if (std::fabs(sum - 1.0) > 2e-2) throw Error(w + ": sums to " + std::to_string(sum) + ", not 1");
+  }
+}
+
+const FeatureMap* find_feature(const Attention& att, const std::string& kind, int layer) {
+  for (const auto& f : att.features)
+    if (f.kind == kind && (layer < 0 || f.layer == layer)) return &f;
+  return nullptr;
+}
+
+const FeatureMap& require_feature(const Attention& att, const std::string& kind, const std::string& method, int layer) {
+  if (const FeatureMap* f = find_feature(att, kind, layer)) return *f;
+  std::string have;
+  for (const auto& f : att.features) have += (have.empty() ? "" : ", ") + f.name;
+  const auto src = att.meta.find("source");
+  throw Error(method + " needs '" + kind + "' features" + (layer >= 0 ? " of layer " + std::to_string(layer) : "") +
+              ", which the attention source" + (src != att.meta.end() ? " (" + src->second + ")" : std::string()) +
+              " does not deliver" + (have.empty() ? " (it has none)" : " (it has " + have + ")") +
+              "; export the ViT with --features " + kind + " (format m2n2-attention/2)");
+}
+
 namespace {
 void normalise_rows(AttentionMap& m) {
   const int64_t n = m.tokens();

@@ -25,6 +25,8 @@ void round_to_fp16(Attention& att) {
     }
     for (auto& v : m.data) v = half_to_float(float_to_half(v));
   }
+  for (auto& f : att.features)
+    for (auto& v : f.data) v = half_to_float(float_to_half(v));
 }
 
 AttentionCache::AttentionCache(std::string dir) : dir_(std::move(dir)) {}
@@ -199,10 +201,23 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
       std::getline(in, line);
       if (line != id) throw Error("key collision");
       Attention a;
-      std::string name;
-      int h, w, i = 0;
-      float weight;
-      while (in >> name >> h >> w >> weight) {
+      int i = 0, fi = 0;
+      while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string name;
+        if (!(fields >> name)) continue;
+        if (name == "@feature") {  // "@feature NAME KIND LAYER H W DIM" -> KEY_fI.npy
+          FeatureMap f;
+          if (!(fields >> f.name >> f.kind >> f.layer >> f.h >> f.w >> f.dim)) throw Error("bad feature line");
+          NpyArray arr = read_npy((fs::path(dir_) / (key + "_f" + std::to_string(fi++) + ".npy")).string());
+          f.data = std::move(arr.data);
+          validate_feature(f, "cache");
+          a.features.push_back(std::move(f));
+          continue;
+        }
+        int h, w;
+        float weight;
+        if (!(fields >> h >> w >> weight)) throw Error("bad map line");
         NpyArray arr = read_npy((fs::path(dir_) / (key + "_" + std::to_string(i++) + ".npy")).string());
         AttentionMap m;
         m.name = name;
@@ -228,6 +243,7 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
   round_to_fp16(a);
   double entry_bytes = 0;
   for (const auto& m : a.maps) entry_bytes += 2.0 * static_cast<double>(attention_values(m)) + 128;
+  for (const auto& f : a.features) entry_bytes += 2.0 * static_cast<double>(f.data.size()) + 128;
   if (!dir_.empty() && max_bytes_ > 0 && entry_bytes > max_bytes_) {
     warn_once("attention of " + std::to_string(static_cast<long long>(entry_bytes / 1048576)) +
               " MiB per image is larger than the cache's size cap (--cache-max-size); not cached");
@@ -251,6 +267,15 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
         for (auto& c : name)
           if (c == ' ') c = '_';
         idx << name << " " << m.h << " " << m.w << " " << m.weight << "\n";
+      }
+      for (size_t i = 0; i < a.features.size(); ++i) {  // fp16, like the maps
+        const FeatureMap& f = a.features[i];
+        write_npy((fs::path(dir_) / (key + "_f" + std::to_string(i) + ".npy")).string(), f.data.data(),
+                  {f.rows(), static_cast<int64_t>(f.dim)}, NpyDtype::Float16);
+        std::string name = f.name;
+        for (auto& c : name)
+          if (c == ' ') c = '_';
+        idx << "@feature " << name << " " << f.kind << " " << f.layer << " " << f.h << " " << f.w << " " << f.dim << "\n";
       }
       write_file_atomic(index.string(), idx.str());  // written last: marks the entry complete
       if (max_bytes_ > 0) evict(max_bytes_, key);

@@ -24,6 +24,28 @@ struct LayerInfo {
   float weight = 0;
 };
 
+// A feature listed in m2n2-attention/2 metadata (what FeatureMap holds, without values).
+FeatureMap feature_info(const nlohmann::json& f, int gh, int gw, const std::string& path) {
+  FeatureMap m;
+  m.name = f.at("name").get<std::string>();
+  m.kind = f.at("kind").get<std::string>();
+  m.layer = f.contains("layer") && f["layer"].is_number_integer() ? f["layer"].get<int>() : -1;
+  if (!is_feature_kind(m.kind))
+    throw Error(path + ": feature '" + m.name + "' has unknown kind '" + m.kind + "' (keys, patch_tokens, cls or cls_attention)");
+  std::vector<int64_t> shape = f.at("shape").get<std::vector<int64_t>>();
+  const int64_t n = static_cast<int64_t>(gh) * gw;
+  const bool per_patch = m.kind != "cls";
+  const size_t rank = m.kind == "keys" || m.kind == "patch_tokens" ? 2 : 1;
+  if (shape.size() != rank || (per_patch && shape[0] != n) || shape.back() <= 0 || shape.back() > (1 << 16))
+    throw Error(path + ": feature '" + m.name + "' of kind " + m.kind + " has shape " + nlohmann::json(shape).dump() +
+                ", expected " + (rank == 2 ? "[" + std::to_string(n) + ", C]" : per_patch ? "[" + std::to_string(n) + "]" : "[C]") +
+                " for the " + std::to_string(gh) + "x" + std::to_string(gw) + " grid");
+  m.h = per_patch ? gh : 1;
+  m.w = per_patch ? gw : 1;
+  m.dim = m.kind == "cls_attention" ? 1 : static_cast<int>(shape.back());
+  return m;
+}
+
 class TorchScriptSource : public AttentionSource {
  public:
   TorchScriptSource(const std::string& path, const SourceOptions& opt) : path_(path), opt_(opt) {
@@ -45,7 +67,9 @@ class TorchScriptSource : public AttentionSource {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(meta);
-      if (j.at("format").get<std::string>() != "m2n2-attention/1") throw Error(path + ": unsupported metadata format");
+      const std::string format = j.at("format").get<std::string>();
+      if (format != "m2n2-attention/1" && format != "m2n2-attention/2")
+        throw Error(path + ": unsupported metadata format '" + format + "' (m2n2-attention/1 or /2)");
       input_h_ = j.at("input_size").at(0).get<int>();
       input_w_ = j.at("input_size").at(1).get<int>();
       model_id_ = j.value("model_id", "unknown");
@@ -61,6 +85,16 @@ class TorchScriptSource : public AttentionSource {
         if (li.h <= 0 || li.w <= 0 || li.h > 512 || li.w > 512) throw Error(path + ": layer " + li.name + " has an invalid grid");
         layers_.push_back(li);
       }
+      // /2: named features on the patch grid ("grid", else the first layer's).
+      if (j.contains("features")) {
+        int gh = layers_.empty() ? 0 : layers_[0].h, gw = layers_.empty() ? 0 : layers_[0].w;
+        if (j.contains("grid")) {
+          gh = j.at("grid").at(0).get<int>();
+          gw = j.at("grid").at(1).get<int>();
+        }
+        if (gh <= 0 || gw <= 0 || gh > 512 || gw > 512) throw Error(path + ": invalid grid for the features");
+        for (const auto& f : j.at("features")) features_.push_back(feature_info(f, gh, gw, path));
+      }
       meta_ = j;
     } catch (const Error&) {
       throw;
@@ -74,6 +108,7 @@ class TorchScriptSource : public AttentionSource {
                          "convolutions); use --device cuda, or re-export without --fp16 for the CPU");
     double need = 0;
     for (const auto& l : layers_) need += 4.0 * static_cast<double>(l.h * l.w) * (l.h * l.w);
+    for (const auto& f : features_) need += 4.0 * static_cast<double>(f.rows()) * f.dim;
     check_memory(need, opt.max_memory_bytes, path + " (attention maps)", "export at a smaller attention resolution");
     std::error_code ec;
     const auto size = std::filesystem::file_size(path, ec);
@@ -126,6 +161,16 @@ class TorchScriptSource : public AttentionSource {
       validate_attention(m, path_ + " layer " + l.name, 2e-2f);
       a.maps.push_back(std::move(m));
     }
+    for (const auto& info : features_) {
+      auto it = dict.find(info.name);
+      if (it == dict.end())
+        throw Error(path_ + ": model output lacks feature '" + info.name + "' listed in its metadata");
+      at::Tensor t = it->value().toTensor().to(at::kFloat).to(at::kCPU).contiguous();
+      FeatureMap f = info;
+      f.data.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+      validate_feature(f, path_);
+      a.features.push_back(std::move(f));
+    }
     a.meta["source"] = "torchscript";
     a.meta["model_id"] = model_id_;
     a.meta["metadata"] = meta_.dump();
@@ -172,6 +217,7 @@ class TorchScriptSource : public AttentionSource {
   std::string model_id_, dtype_, traced_device_, file_stamp_;
   bool device_neutral_ = false;
   std::vector<LayerInfo> layers_;
+  std::vector<FeatureMap> features_;  // listed in the metadata (no values)
   nlohmann::json meta_;
 };
 

@@ -334,3 +334,97 @@ TEST(Torchscript, ForeignFilesGiveClearErrors) {
   // A folder.
   EXPECT_THROW(make_source("torchscript:" + d, SourceOptions{Device::Cpu}), Error);
 }
+
+// ---------------------------------------------------------------- features (format /2)
+
+// The tiny ViT (scripts/make_test_model.py --vit): CLS + 1 register dropped, every kind.
+TEST(Torchscript, VitFixtureDeliversMapsAndEveryFeatureKind) {
+  const std::string path = test::source_dir() + "/models/tiny-vit-features.pt";
+  auto src = make_source("torchscript:" + path, SourceOptions{Device::Cpu});
+  cv::Mat labels;
+  const Attention a = src->compute(two_regions(labels));
+  ASSERT_EQ(a.maps.size(), 2u);
+  for (const auto& m : a.maps) {
+    EXPECT_EQ(m.h, 8);  // 112 / 14: prefix tokens are not in the grid
+    expect_row_stochastic(m, 1e-4f);
+  }
+  EXPECT_FLOAT_EQ(a.maps[1].weight, 1.0f);
+  ASSERT_EQ(a.features.size(), 4u);
+  const FeatureMap& keys = require_feature(a, "keys", "test", 1);
+  EXPECT_EQ(keys.name, "keys.1");
+  EXPECT_EQ(keys.rows(), 64);
+  EXPECT_EQ(keys.dim, 32);
+  EXPECT_EQ(require_feature(a, "patch_tokens", "test").dim, 32);
+  const FeatureMap& cls = require_feature(a, "cls", "test");
+  EXPECT_EQ(cls.rows(), 1);
+  EXPECT_EQ(cls.data.size(), 32u);
+  const FeatureMap& ca = require_feature(a, "cls_attention", "test", 1);
+  double sum = 0;
+  for (float v : ca.data) sum += v;
+  EXPECT_NEAR(sum, 1.0, 1e-4);
+  EXPECT_EQ(find_feature(a, "keys", 0), nullptr);  // only the last block's keys were exported
+  // Keys differ between patches (not a constant or a prefix token repeated).
+  EXPECT_GT(cv::norm(cv::Mat(1, 32, CV_32F, const_cast<float*>(keys.data.data())),
+                     cv::Mat(1, 32, CV_32F, const_cast<float*>(keys.data.data() + 32 * 63))),
+            1e-3);
+  // The whole metadata is in the source id (so in the cache key).
+  EXPECT_NE(src->id().find("cls_attention.1"), std::string::npos);
+}
+
+TEST(Torchscript, FeaturesGoThroughTheCacheAndAMissingKindIsOneLine) {
+  const std::string path = test::source_dir() + "/models/tiny-vit-features.pt";
+  auto src = make_source("torchscript:" + path, SourceOptions{Device::Cpu});
+  AttentionCache cache(test::temp_dir());
+  cv::Mat labels;
+  const cv::Mat img = two_regions(labels);
+  const Attention miss = cache.get(*src, img);
+  const Attention hit = cache.get(*src, img);
+  EXPECT_EQ(hit.meta.at("cache"), "hit");
+  ASSERT_EQ(hit.features.size(), miss.features.size());
+  for (size_t i = 0; i < miss.features.size(); ++i) {
+    EXPECT_EQ(hit.features[i].name, miss.features[i].name);
+    EXPECT_EQ(hit.features[i].kind, miss.features[i].kind);
+    EXPECT_EQ(hit.features[i].layer, miss.features[i].layer);
+    EXPECT_EQ(hit.features[i].dim, miss.features[i].dim);
+    EXPECT_EQ(hit.features[i].data, miss.features[i].data);  // both rounded to fp16: equal
+  }
+  // An archive of format /1 has no features: a method that needs them says which.
+  auto sd = make_source("torchscript:" + test::source_dir() + "/models/tiny-test-attention.pt", SourceOptions{Device::Cpu});
+  const Attention plain = sd->compute(img);
+  EXPECT_TRUE(plain.features.empty());
+  try {
+    require_feature(plain, "keys", "lightcluster");
+    FAIL();
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("lightcluster needs 'keys'"), std::string::npos) << m;
+    EXPECT_NE(m.find("--features keys"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos);
+  }
+}
+
+TEST(Features, ValidationNamesTheProblem) {
+  FeatureMap f;
+  f.name = "cls_attention.11";
+  f.kind = "cls_attention";
+  f.h = f.w = 2;
+  f.dim = 1;
+  f.data = {0.25f, 0.25f, 0.25f, 0.25f};
+  EXPECT_NO_THROW(validate_feature(f, "x"));
+  f.data[0] = 0.5f;  // sums to 1.25
+  EXPECT_THROW(validate_feature(f, "x"), Error);
+  f.data = {0.25f, 0.25f, 0.25f};
+  try {
+    validate_feature(f, "model.pt");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.pt feature 'cls_attention.11': expected 4x1 values, got 3"), std::string::npos)
+        << e.what();
+  }
+  FeatureMap k{"keys.1", "keys", 1, 2, 2, 3, std::vector<float>(12, 1.0f)};
+  EXPECT_NO_THROW(validate_feature(k, "x"));
+  k.data[5] = std::nanf("");
+  EXPECT_THROW(validate_feature(k, "x"), Error);
+  k.kind = "queries";
+  EXPECT_THROW(validate_feature(k, "x"), Error);
+}

@@ -26,4 +26,10 @@ a = cv2.imread('$TMP/m.png', 0) > 0; b = cv2.imread('$ROOT/tests/data/known/fixt
 assert a.shape == b.shape and b.sum() > 1000, (a.shape, b.shape, b.sum())
 iou = (a & b).sum() / (a | b).sum()
 assert iou >= 0.999, iou"
+# The tiny ViT of format m2n2-attention/2 (CLS and a register dropped, features beside
+# the maps) feeds M2N2 like any other archive.
+expect_ok $M2N2 segment --source torchscript:$ROOT/models/tiny-vit-features.pt --image $ROOT/examples/images/kite.png \
+  --click 250,110,+ --out $TMP/vit.png --no-cache
+check "ViT /2 archive: a mask" /usr/bin/python3 -c "
+import cv2; m = cv2.imread('$TMP/vit.png', 0); assert m is not None and 0 < (m > 0).sum() < m.size, m"
 finish

@@ -36,11 +36,39 @@ int64_t attention_values(const AttentionMap& m);
 void to_host(AttentionMap& m);
 void to_host(Attention& att);
 
+// Per-patch (or per-image) features a ViT export may deliver beside its maps (export
+// format m2n2-attention/2): "keys" of a layer (N×C, heads concatenated), the final
+// "patch_tokens" (N×C), the final "cls" token (C), and "cls_attention" of a layer (N, the
+// CLS query's head-mean distribution over the patches). Prefix tokens (CLS, registers)
+// are never among the N rows.
+struct FeatureMap {
+  std::string name;       // as in the export's output, e.g. "keys.11"
+  std::string kind;       // keys | patch_tokens | cls | cls_attention
+  int layer = -1;         // the block it comes from (-1: the final norm, or none)
+  int h = 0, w = 0;       // patch grid (1×1 for "cls")
+  int dim = 0;            // values per row (1 for "cls_attention")
+  std::vector<float> data;  // rows (tokens, row-major over the grid) × dim
+  int64_t rows() const { return static_cast<int64_t>(h) * w; }
+};
+
 // Everything a source delivers for one image.
 struct Attention {
   std::vector<AttentionMap> maps;
+  std::vector<FeatureMap> features;         // empty for sources without features
   std::map<std::string, std::string> meta;  // source id, settings, model id ...
 };
+
+// keys, patch_tokens, cls or cls_attention.
+bool is_feature_kind(const std::string& kind);
+// Checks shape (by kind), size and finiteness, and that "cls_attention" sums to 1
+// (± 2e-2). Throws Error("<what>: <problem>").
+void validate_feature(const FeatureMap& f, const std::string& what);
+// The first feature of `kind` (from `layer`, unless -1); nullptr if there is none.
+const FeatureMap* find_feature(const Attention& att, const std::string& kind, int layer = -1);
+// As find_feature, for a method that needs it: a missing kind is one line naming the
+// method, the kind and the export flag ("export the ViT with --features keys").
+const FeatureMap& require_feature(const Attention& att, const std::string& kind, const std::string& method,
+                                  int layer = -1);
 
 // Checks shape, finiteness, non-negativity and row sums (|sum-1| <= tol).
 // Throws Error("<what>: <problem>").
