@@ -1,0 +1,90 @@
+// m2n2 — LightCluster's patch masks (spec lightcluster.md, part A): ViT attention keys
+// clustered at three levels — dataset, category, image — into foreground/background,
+// kept consistent by initialising each level at the one above (the foreground centroid
+// stays foreground), and merged by a vote. The paper gives the levels and the output
+// (arXiv 2311.18628, abstract); k = 2, cosine k-means, the border prior, the
+// inheritance and the vote are reconstructions (spec A2–A6), each a setting here.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace m2n2 {
+
+struct LightClusterParams {
+  int64_t sample = 262144;  // dataset level: patches fitted at most (uniform sample)
+  int restarts = 10;        // k-means++ restarts of the free fits (dataset, categories)
+  int max_iterations = 100; // Lloyd iterations at most
+  double tolerance = 1e-6;  // stop below this relative change of the objective
+  uint64_t seed = 0;
+  int categories = 20;      // category level: clusters of the images' CLS (capped by the image count)
+  int vote = 2;             // foreground iff at least this many levels say so (1 union, 3 intersection)
+  std::string fg_rule = "border";  // border: the cluster with the smaller share of border patches;
+                                   // cls-attn: the cluster with more CLS attention
+};
+
+// Throws InvalidArgument naming the first setting out of range.
+void check_params(const LightClusterParams& p);
+
+struct KMeans {
+  std::vector<float> centroids;  // k×d, unit rows
+  std::vector<int> labels;       // per point
+  double objective = 0;          // Σ max_c <x, μ_c> (larger is better)
+};
+
+// Spherical k-means of n unit rows of dimension d: assignment by the largest dot
+// product, centroids the renormalised means. With `init` (k×d) one Lloyd run from it, a
+// cluster that empties keeps its initial centroid; without, the best of `restarts`
+// k-means++ starts (seeded). Deterministic for a seed.
+KMeans spherical_kmeans(const std::vector<float>& points, int d, int k, const std::vector<float>& init,
+                        const LightClusterParams& p);
+
+// Rows scaled to unit length (zero rows stay zero).
+std::vector<float> unit_rows(const float* data, int64_t n, int d);
+
+// Dataset level (spec A3): 2-means of a uniform sample of all images' unit keys and the
+// foreground decision. `border[i]`: the sample's point i lies on its image's outer patch
+// ring; `cls_attention` (optional, may be null): the CLS attention of each point, for
+// fg_rule cls-attn.
+struct DatasetLevel {
+  std::vector<float> fg, bg;  // unit centroids
+  double border_share_fg = 0, border_share_bg = 0;
+};
+DatasetLevel fit_dataset_level(const std::vector<float>& sample, int d, const std::vector<uint8_t>& border,
+                               const std::vector<float>* cls_attention, const LightClusterParams& p);
+
+// Category level, part 1 (spec A4): each image's category from its CLS descriptor
+// (unit rows, one per image): spherical k-means into min(categories, images) groups.
+std::vector<int> image_categories(const std::vector<float>& cls, int d, const LightClusterParams& p);
+
+// One image's keys (raw, n = h·w rows of d values; row-major over the patch grid).
+struct ImageKeys {
+  const float* keys = nullptr;
+  int h = 0, w = 0, d = 0;
+};
+
+// The vote of the three levels (spec A6) for one patch: foreground iff at least `vote` of
+// them say so.
+inline bool vote_foreground(int dataset, int category, int image, int vote) {
+  return dataset + category + image >= vote;
+}
+
+struct PatchMasks {
+  std::vector<std::vector<uint8_t>> fg;    // per image, h·w, 1 = foreground
+  std::vector<std::vector<float>> score;   // per image, h·w, votes / 3
+  std::vector<std::vector<uint8_t>> dataset, category, image;  // each level's labels (1 = fg)
+  std::vector<float> category_fg, category_bg;  // the category's centroids
+};
+
+// Category level, part 2, image level, vote and empty guard (spec A4–A6) for the images
+// of one category: 2-means of all their patches from the dataset centroids, then per image
+// 2-means from the category's (a side left with < 2 patches keeps the category's labels);
+// an image where no patch passes the vote takes its image-level mask if that covers 1–90 %
+// of the grid, else it is all background.
+PatchMasks category_patch_masks(const std::vector<ImageKeys>& images, const DatasetLevel& dataset,
+                                const LightClusterParams& p);
+
+// The empty guard alone: `fg` from the vote, `image_level` the image's own labels.
+void empty_guard(std::vector<uint8_t>& fg, const std::vector<uint8_t>& image_level);
+
+}  // namespace m2n2

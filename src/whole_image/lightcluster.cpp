@@ -1,0 +1,263 @@
+// LightCluster's three-level clustering of ViT keys into patch masks (spec lightcluster.md A2–A6).
+#include "m2n2/whole_image/lightcluster.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "m2n2/core/error.hpp"
+
+namespace m2n2 {
+
+void check_params(const LightClusterParams& p) {
+  if (p.sample < 2) throw InvalidArgument("--sample must be at least 2, got " + std::to_string(p.sample));
+  if (p.restarts < 1 || p.restarts > 1000) throw InvalidArgument("--restarts must be in 1..1000");
+  if (p.max_iterations < 1 || p.max_iterations > 100000) throw InvalidArgument("--max-iterations must be in 1..100000");
+  if (!(p.tolerance >= 0)) throw InvalidArgument("--tolerance must be >= 0");
+  if (p.categories < 1) throw InvalidArgument("--categories must be at least 1");
+  if (p.vote < 1 || p.vote > 3) throw InvalidArgument("--vote must be 1, 2 or 3, got " + std::to_string(p.vote));
+  if (p.fg_rule != "border" && p.fg_rule != "cls-attn")
+    throw InvalidArgument("--fg-rule: expected border or cls-attn, got '" + p.fg_rule + "'");
+}
+
+std::vector<float> unit_rows(const float* data, int64_t n, int d) {
+  std::vector<float> out(data, data + n * d);
+  for (int64_t i = 0; i < n; ++i) {
+    float* r = out.data() + i * d;
+    double s = 0;
+    for (int j = 0; j < d; ++j) s += static_cast<double>(r[j]) * r[j];
+    if (s > 0) {
+      const float inv = static_cast<float>(1.0 / std::sqrt(s));
+      for (int j = 0; j < d; ++j) r[j] *= inv;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+float dot(const float* a, const float* b, int d) {
+  float s = 0;
+  for (int j = 0; j < d; ++j) s += a[j] * b[j];
+  return s;
+}
+
+// Assigns every point to its nearest centroid; returns the objective.
+double assign(const std::vector<float>& x, int d, const std::vector<float>& mu, int k, std::vector<int>& labels) {
+  const int64_t n = static_cast<int64_t>(x.size()) / d;
+  labels.resize(n);
+  double obj = 0;
+#pragma omp parallel for reduction(+ : obj) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    int best = 0;
+    float bv = -std::numeric_limits<float>::infinity();
+    for (int c = 0; c < k; ++c) {
+      const float v = dot(x.data() + i * d, mu.data() + static_cast<int64_t>(c) * d, d);
+      if (v > bv) {
+        bv = v;
+        best = c;
+      }
+    }
+    labels[i] = best;
+    obj += bv;
+  }
+  return obj;
+}
+
+// One Lloyd run from `mu`; an emptied cluster falls back to `fallback`'s centroid.
+KMeans lloyd(const std::vector<float>& x, int d, int k, std::vector<float> mu, const std::vector<float>& fallback,
+             const LightClusterParams& p) {
+  KMeans r;
+  double prev = 0;
+  for (int it = 0;; ++it) {
+    r.objective = assign(x, d, mu, k, r.labels);
+    if (it + 1 >= p.max_iterations || (it > 0 && std::fabs(r.objective - prev) <= p.tolerance * std::fabs(r.objective)))
+      break;
+    prev = r.objective;
+    std::vector<double> sum(static_cast<size_t>(k) * d, 0.0);
+    std::vector<int64_t> count(k, 0);
+    for (size_t i = 0; i < r.labels.size(); ++i) {
+      const int c = r.labels[i];
+      ++count[c];
+      for (int j = 0; j < d; ++j) sum[static_cast<size_t>(c) * d + j] += x[i * d + j];
+    }
+    for (int c = 0; c < k; ++c) {
+      float* m = mu.data() + static_cast<int64_t>(c) * d;
+      double norm = 0;
+      for (int j = 0; j < d; ++j) norm += sum[static_cast<size_t>(c) * d + j] * sum[static_cast<size_t>(c) * d + j];
+      if (count[c] == 0 || norm <= 0) {
+        std::copy(fallback.begin() + static_cast<int64_t>(c) * d, fallback.begin() + static_cast<int64_t>(c + 1) * d, m);
+        continue;
+      }
+      const double inv = 1.0 / std::sqrt(norm);
+      for (int j = 0; j < d; ++j) m[j] = static_cast<float>(sum[static_cast<size_t>(c) * d + j] * inv);
+    }
+  }
+  r.centroids = std::move(mu);
+  return r;
+}
+
+// k-means++ on the sphere: the next centre drawn with probability ∝ 1 − cos to the nearest.
+std::vector<float> plus_plus(const std::vector<float>& x, int d, int k, std::mt19937_64& rng) {
+  const int64_t n = static_cast<int64_t>(x.size()) / d;
+  std::vector<float> mu;
+  std::uniform_int_distribution<int64_t> first(0, n - 1);
+  const int64_t i0 = first(rng);
+  mu.insert(mu.end(), x.begin() + i0 * d, x.begin() + (i0 + 1) * d);
+  std::vector<double> dist(n, std::numeric_limits<double>::infinity());
+  for (int c = 1; c < k; ++c) {
+    const float* last = mu.data() + static_cast<int64_t>(c - 1) * d;
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      dist[i] = std::min(dist[i], std::max(0.0, 1.0 - static_cast<double>(dot(x.data() + i * d, last, d))));
+      total += dist[i];
+    }
+    int64_t pick = 0;
+    if (total > 0) {
+      double u = std::uniform_real_distribution<double>(0.0, total)(rng);
+      for (pick = 0; pick < n - 1 && (u -= dist[pick]) > 0; ++pick) {
+      }
+    } else {
+      pick = first(rng);
+    }
+    mu.insert(mu.end(), x.begin() + pick * d, x.begin() + (pick + 1) * d);
+  }
+  return mu;
+}
+
+}  // namespace
+
+KMeans spherical_kmeans(const std::vector<float>& points, int d, int k, const std::vector<float>& init,
+                        const LightClusterParams& p) {
+  const int64_t n = d > 0 ? static_cast<int64_t>(points.size()) / d : 0;
+  if (d <= 0 || k < 1 || n < 1) throw InvalidArgument("k-means: no points or no clusters");
+  if (!init.empty()) {
+    if (static_cast<int64_t>(init.size()) != static_cast<int64_t>(k) * d) throw InvalidArgument("k-means: init is not k x d");
+    return lloyd(points, d, k, init, init, p);
+  }
+  KMeans best;
+  best.objective = -std::numeric_limits<double>::infinity();
+  for (int r = 0; r < p.restarts; ++r) {
+    std::mt19937_64 rng(p.seed * 1000003ULL + static_cast<uint64_t>(r));
+    std::vector<float> mu = plus_plus(points, d, static_cast<int>(std::min<int64_t>(k, n)), rng);
+    // Fewer points than clusters: the extra clusters start at the first centre and stay empty.
+    while (static_cast<int64_t>(mu.size()) < static_cast<int64_t>(k) * d) {
+      const std::vector<float> first(mu.begin(), mu.begin() + d);
+      mu.insert(mu.end(), first.begin(), first.end());
+    }
+    KMeans run = lloyd(points, d, k, mu, mu, p);
+    if (run.objective > best.objective) best = std::move(run);
+  }
+  return best;
+}
+
+DatasetLevel fit_dataset_level(const std::vector<float>& sample, int d, const std::vector<uint8_t>& border,
+                               const std::vector<float>* cls_attention, const LightClusterParams& p) {
+  check_params(p);
+  const int64_t n = d > 0 ? static_cast<int64_t>(sample.size()) / d : 0;
+  if (n < 2) throw InvalidArgument("LightCluster: fewer than 2 patches to cluster");
+  if (static_cast<int64_t>(border.size()) != n) throw InvalidArgument("LightCluster: one border flag per sampled patch");
+  const KMeans km = spherical_kmeans(sample, d, 2, {}, p);
+  double share[2] = {0, 0}, count[2] = {0, 0};
+  int fg = 0;
+  if (p.fg_rule == "cls-attn") {
+    if (!cls_attention || static_cast<int64_t>(cls_attention->size()) != n)
+      throw InvalidArgument("LightCluster: --fg-rule cls-attn needs the CLS attention of every sampled patch");
+    double mass[2] = {0, 0};
+    for (int64_t i = 0; i < n; ++i) {
+      mass[km.labels[i]] += (*cls_attention)[i];
+      count[km.labels[i]] += 1;
+    }
+    fg = mass[1] / std::max(1.0, count[1]) > mass[0] / std::max(1.0, count[0]) ? 1 : 0;
+  }
+  double borders = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (border[i]) {
+      share[km.labels[i]] += 1;
+      borders += 1;
+    }
+  if (borders > 0) {
+    share[0] /= borders;
+    share[1] /= borders;
+  }
+  if (p.fg_rule == "border") {
+    for (int64_t i = 0; i < n; ++i) count[km.labels[i]] += 1;
+    // The object touches the border less; on a tie, the smaller cluster is the object.
+    fg = share[1] < share[0] || (share[1] == share[0] && count[1] < count[0]) ? 1 : 0;
+  }
+  DatasetLevel out;
+  out.fg.assign(km.centroids.begin() + fg * d, km.centroids.begin() + (fg + 1) * d);
+  out.bg.assign(km.centroids.begin() + (1 - fg) * d, km.centroids.begin() + (2 - fg) * d);
+  out.border_share_fg = share[fg];
+  out.border_share_bg = share[1 - fg];
+  return out;
+}
+
+std::vector<int> image_categories(const std::vector<float>& cls, int d, const LightClusterParams& p) {
+  const int64_t n = d > 0 ? static_cast<int64_t>(cls.size()) / d : 0;
+  if (n == 0) return {};
+  const int k = static_cast<int>(std::min<int64_t>(p.categories, n));
+  return spherical_kmeans(unit_rows(cls.data(), n, d), d, k, {}, p).labels;
+}
+
+void empty_guard(std::vector<uint8_t>& fg, const std::vector<uint8_t>& image_level) {
+  if (std::any_of(fg.begin(), fg.end(), [](uint8_t v) { return v != 0; })) return;
+  const double n = static_cast<double>(image_level.size());
+  const double c = static_cast<double>(std::count(image_level.begin(), image_level.end(), uint8_t(1)));
+  if (n > 0 && c >= 0.01 * n && c <= 0.9 * n) fg = image_level;
+}
+
+PatchMasks category_patch_masks(const std::vector<ImageKeys>& images, const DatasetLevel& dataset,
+                                const LightClusterParams& p) {
+  check_params(p);
+  PatchMasks out;
+  if (images.empty()) return out;
+  const int d = images[0].d;
+  if (static_cast<int>(dataset.fg.size()) != d) throw InvalidArgument("LightCluster: key width differs from the dataset level's");
+  // All patches of the category, unit rows.
+  std::vector<float> all;
+  std::vector<std::vector<float>> unit(images.size());
+  for (size_t m = 0; m < images.size(); ++m) {
+    const ImageKeys& im = images[m];
+    if (im.d != d || im.h <= 0 || im.w <= 0 || !im.keys) throw InvalidArgument("LightCluster: images of one category need keys of one width");
+    unit[m] = unit_rows(im.keys, static_cast<int64_t>(im.h) * im.w, d);
+    all.insert(all.end(), unit[m].begin(), unit[m].end());
+  }
+  std::vector<float> init = dataset.fg;
+  init.insert(init.end(), dataset.bg.begin(), dataset.bg.end());
+  // Dataset labels: nearest dataset centroid. Category: one Lloyd run from the dataset
+  // centroids, so that its centroid 0 stays the foreground.
+  const KMeans cat = spherical_kmeans(all, d, 2, init, p);
+  out.category_fg.assign(cat.centroids.begin(), cat.centroids.begin() + d);
+  out.category_bg.assign(cat.centroids.begin() + d, cat.centroids.end());
+  int64_t offset = 0;
+  for (size_t m = 0; m < images.size(); ++m) {
+    const int64_t n = static_cast<int64_t>(images[m].h) * images[m].w;
+    std::vector<int> ld;
+    assign(unit[m], d, init, 2, ld);
+    std::vector<uint8_t> yd(n), yc(n), yi(n), fg(n);
+    std::vector<float> score(n);
+    for (int64_t i = 0; i < n; ++i) {
+      yd[i] = ld[i] == 0;
+      yc[i] = cat.labels[offset + i] == 0;
+    }
+    const KMeans img = spherical_kmeans(unit[m], d, 2, cat.centroids, p);
+    const int64_t fg_count = std::count(img.labels.begin(), img.labels.end(), 0);
+    for (int64_t i = 0; i < n; ++i) yi[i] = (fg_count < 2 || n - fg_count < 2) ? yc[i] : img.labels[i] == 0;
+    for (int64_t i = 0; i < n; ++i) {
+      fg[i] = vote_foreground(yd[i], yc[i], yi[i], p.vote);
+      score[i] = static_cast<float>(yd[i] + yc[i] + yi[i]) / 3.0f;
+    }
+    empty_guard(fg, yi);
+    out.fg.push_back(std::move(fg));
+    out.score.push_back(std::move(score));
+    out.dataset.push_back(std::move(yd));
+    out.category.push_back(std::move(yc));
+    out.image.push_back(std::move(yi));
+    offset += n;
+  }
+  return out;
+}
+
+}  // namespace m2n2
