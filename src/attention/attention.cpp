@@ -68,7 +68,7 @@ const FeatureMap& require_feature(const Attention& att, const std::string& kind,
   std::string have;
   for (const auto& f : att.features) have += (have.empty() ? "" : ", ") + f.name;
   const auto src = att.meta.find("source");
-  throw Error(method + " needs '" + kind + "' features" + (layer >= 0 ? " of layer " + std::to_string(layer) : "") +
+  throw InvalidArgument(method + " needs '" + kind + "' features" + (layer >= 0 ? " of layer " + std::to_string(layer) : "") +
               ", which the attention source" + (src != att.meta.end() ? " (" + src->second + ")" : std::string()) +
               " does not deliver" + (have.empty() ? " (it has none)" : " (it has " + have + ")") +
               "; export the ViT with --features " + kind + " (format m2n2-attention/2)");

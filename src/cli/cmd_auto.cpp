@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "m2n2/attention/default_source.hpp"
 #include "m2n2/whole_image/label_eval.hpp"
+#include "m2n2/whole_image/lightcluster.hpp"
 #include "m2n2/io/visuals.hpp"
 
 namespace m2n2::cli {
@@ -22,11 +23,51 @@ struct AutoOptions {
   std::string method = "diffseg", image, images, out, vis, stop = "constant";
   DiffSegParams diffseg;
   NcutParams ncut;
+  LightClusterRun lightcluster;
   bool overwrite = false;
 };
 
+// LightCluster labels a whole folder at once (its clusters span the dataset).
+int run_lightcluster_folder(AutoOptions& o) {
+  if (o.images.empty()) throw UsageError("--method lightcluster: give --images DIR (it clusters a whole folder)");
+  check_params(o.lightcluster.params);
+  auto engine = make_engine(o.common, M2N2Flags());
+  std::vector<std::string> files;
+  for (const auto& f : list_files(o.images))
+    if (fs::path(f).extension() != ".json" && fs::path(f).extension() != ".txt") files.push_back(f);
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (!o.overwrite)
+    for (const auto& f : files)
+      if (fs::exists(fs::path(o.out) / (fs::path(f).stem().string() + ".png"), ec))
+        throw UsageError((fs::path(o.out) / (fs::path(f).stem().string() + ".png")).string() + ": exists (use --overwrite)");
+  Progress bar(static_cast<int>(files.size()), !o.common.quiet, "lightcluster");
+  const LightClusterResult r =
+      run_lightcluster(*engine, files, o.out, o.lightcluster, [&](const std::string& stage, int done, int total) {
+        bar.update(done, stage, total);
+      });
+  bar.finish();
+  for (const auto& im : r.images) {
+    nlohmann::json j = {{"image", im.image}, {"ok", im.error.empty()}, {"method", "lightcluster"}};
+    if (im.error.empty()) {
+      j["labels"] = im.labels;
+      j["regions"] = im.regions;
+      j["category"] = im.category;
+    } else {
+      j["error"] = im.error;
+      spdlog::error("{}", im.error.rfind(im.image, 0) == 0 ? im.error : im.image + ": " + im.error);
+    }
+    std::cout << j.dump() << "\n";
+  }
+  spdlog::info("lightcluster: {} images, {} failed; model in {}", r.images.size(), r.failures,
+               (fs::path(o.out) / "lightcluster.json").string());
+  return r.failures ? kSomeFailed : kOk;
+}
+
 int run_auto(AutoOptions& o) {
-  if (o.method != "diffseg" && o.method != "ncut") throw UsageError("--method: expected diffseg or ncut, got '" + o.method + "'");
+  if (o.method == "lightcluster") return run_lightcluster_folder(o);
+  if (o.method != "diffseg" && o.method != "ncut")
+    throw UsageError("--method: expected diffseg, ncut or lightcluster, got '" + o.method + "'");
   o.ncut.policy = parse_stop_policy(o.stop);
   check_params(o.diffseg);
   check_params(o.ncut);
@@ -97,8 +138,9 @@ int run_eval_auto(const std::string& pred_dir, const std::string& gt_dir, int nu
 
 void register_auto(CLI::App& app, int& code) {
   auto o = std::make_shared<AutoOptions>();
-  auto* sub = app.add_subcommand("auto", "Whole-image segmentation with no clicks: DiffSeg or random-walk NCut");
-  sub->add_option("--method", o->method, "diffseg or ncut")->capture_default_str();
+  auto* sub = app.add_subcommand("auto", "Whole-image segmentation with no clicks: DiffSeg, random-walk NCut, or LightCluster (a folder)");
+  sub->add_option("--method", o->method, "diffseg, ncut or lightcluster (needs a ViT archive with keys and cls features)")
+      ->capture_default_str();
   sub->add_option("--image", o->image, "One image (then --out is a PNG)");
   sub->add_option("--images", o->images, "A folder of images (then --out is a folder)");
   sub->add_option("--out", o->out, "16-bit label PNG (0..K-1), or output folder")->required();
@@ -110,6 +152,25 @@ void register_auto(CLI::App& app, int& code) {
   sub->add_option("--power", o->ncut.power, "k of the power walk P^k")->capture_default_str()->group(g2);
   sub->add_option("--ncut-grid", o->ncut.grid, "Token grid to cut (nearest available)")->capture_default_str()->group(g2);
   sub->add_option("--stop", o->stop, "Stopping policy: constant, null, sweep-mad or parent")->capture_default_str()->group(g2);
+  const std::string g3 = "LightCluster (--method lightcluster; spec choices, see README)";
+  auto& lc = o->lightcluster;
+  sub->add_option("--classes", lc.classes, "Clusters of the region embeddings (VOC 20, COCO 80)")->capture_default_str()->group(g3);
+  sub->add_option("--categories", lc.params.categories, "Categories of images (clusters of their CLS)")->capture_default_str()->group(g3);
+  sub->add_option("--vote", lc.params.vote, "Foreground when this many of the 3 levels agree (1 union, 3 intersection)")
+      ->capture_default_str()
+      ->group(g3);
+  sub->add_option("--fg-rule", lc.params.fg_rule, "border (fewer border patches) or cls-attn (more CLS attention)")
+      ->capture_default_str()
+      ->group(g3);
+  sub->add_option("--refine", lc.refine, "jbu (M2N2's joint bilateral upsampler) or none (bilinear)")->capture_default_str()->group(g3);
+  sub->add_option("--region-embed", lc.region_embed, "crop (CLS of a pass on the region's box) or pool (mean patch tokens)")
+      ->capture_default_str()
+      ->group(g3);
+  sub->add_option("--sample", lc.params.sample, "Patches in the dataset-level fit at most")->capture_default_str()->group(g3);
+  sub->add_option("--seed", lc.params.seed, "k-means seed")->capture_default_str()->group(g3);
+  sub->add_option("--min-component", lc.min_component, "Components below this share of the image become background")
+      ->capture_default_str()
+      ->group(g3);
   sub->add_option("--tau", o->ncut.tau, "NCut threshold of the constant policy")->capture_default_str()->group(g2);
   sub->add_option("--min-size", o->ncut.min_size, "Smallest segment in tokens")->capture_default_str()->group(g2);
   sub->add_option("--max-depth", o->ncut.max_depth, "Deepest recursion")->capture_default_str()->group(g2);

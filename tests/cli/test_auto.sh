@@ -49,4 +49,34 @@ check "eval-auto --matching majority" /usr/bin/python3 -c "
 import json; m = json.loads(open('$TMP/out').read())
 assert m['matching'] == 'majority' and abs(m['mIoU'] - 1.0) < 1e-9 and abs(m['pixel_accuracy'] - 1.0) < 1e-9, m"
 expect_error 2 "matching" $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --matching best
+# LightCluster on a folder through the tiny ViT archive (format m2n2-attention/2): label
+# maps for every image, the model file; with the embedded default source (no features),
+# one line naming the missing kind, exit 2.
+mkdir -p $TMP/lc
+/usr/bin/python3 - $ROOT $TMP/lc <<'PY'
+import cv2, sys
+root, d = sys.argv[1], sys.argv[2]
+for i, name in enumerate(["fruit.png", "kite.png"] * 3):
+    img = cv2.imread(f"{root}/examples/images/{name}")
+    cv2.imwrite(f"{d}/im{i}.png", cv2.flip(img, 1) if i >= 2 else img)
+PY
+expect_error 2 "lightcluster needs 'keys' features" $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_out -q
+expect_ok env M2N2_CACHE_DIR=$TMP/lc_cache $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_out \
+  --source torchscript:$ROOT/models/tiny-vit-features.pt --classes 3 --categories 2 -q
+check "lightcluster: labels and model" /usr/bin/python3 -c "
+import cv2, json, numpy as np
+lines = [json.loads(l) for l in open('$TMP/out')]
+assert len(lines) == 6 and all(l['ok'] for l in lines), lines
+for l in lines:
+    m = cv2.imread(l['labels'], cv2.IMREAD_UNCHANGED)
+    assert m is not None and m.dtype == np.uint16 and m.shape[:2] in [(360, 480), (300, 420)], l
+    assert m.max() <= 3, m.max()
+model = json.load(open('$TMP/lc_out/lightcluster.json'))
+assert model['settings']['vote'] == 2 and len(model['categories']) == 2 and 1 <= len(model['classes']) <= 3, model.keys()
+assert len(model['dataset']['fg']) == 32 and model['keys']['grid'] == [8, 8]"
+check "lightcluster: no temporaries left" test ! -e $TMP/lc_out/.lightcluster-components
+expect_error 2 "exists" $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_out \
+  --source torchscript:$ROOT/models/tiny-vit-features.pt -q
+expect_error 2 "vote" $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_out2 --vote 4 \
+  --source torchscript:$ROOT/models/tiny-vit-features.pt -q
 finish

@@ -65,7 +65,8 @@ bool is_feature_kind(const std::string& kind);
 void validate_feature(const FeatureMap& f, const std::string& what);
 // The first feature of `kind` (from `layer`, unless -1); nullptr if there is none.
 const FeatureMap* find_feature(const Attention& att, const std::string& kind, int layer = -1);
-// As find_feature, for a method that needs it: a missing kind is one line naming the
+// As find_feature, for a method that needs it: a missing kind is an InvalidArgument (the
+// source does not fit the method, whatever the image) in one line naming the
 // method, the kind and the export flag ("export the ViT with --features keys").
 const FeatureMap& require_feature(const Attention& att, const std::string& kind, const std::string& method,
                                   int layer = -1);

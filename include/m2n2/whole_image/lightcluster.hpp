@@ -6,8 +6,11 @@
 // inheritance and the vote are reconstructions (spec A2–A6), each a setting here.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace m2n2 {
 
@@ -86,5 +89,43 @@ PatchMasks category_patch_masks(const std::vector<ImageKeys>& images, const Data
 
 // The empty guard alone: `fg` from the vote, `image_level` the image's own labels.
 void empty_guard(std::vector<uint8_t>& fg, const std::vector<uint8_t>& image_level);
+
+// ------------------------------------------------------------- the whole dataset (A2–A8)
+
+class Engine;
+
+struct LightClusterRun {
+  LightClusterParams params;
+  int classes = 20;                    // clusters of the region embeddings (capped by the regions)
+  std::string refine = "jbu";          // jbu (M2N2's joint bilateral upsampler) | none (bilinear)
+  std::string region_embed = "crop";   // crop: CLS of a second pass on the region's box | pool: mean patch tokens
+  double min_component = 0.01;         // components smaller than this share of the image become background
+  double jbu_spatial_sigma = 1.0, jbu_range_sigma = 0.1;
+};
+
+// Per image: the outcome (label PNG written, or the error).
+struct LightClusterImage {
+  std::string image, labels, error;
+  int category = -1, regions = 0;
+};
+
+struct LightClusterResult {
+  std::vector<LightClusterImage> images;
+  nlohmann::json model;  // what lightcluster.json holds: settings and every centroid
+  int failures = 0;
+};
+
+// LightCluster on a folder's images through `engine`'s attention source, which must
+// deliver "keys" and "cls" features (and "cls_attention" for fg_rule cls-attn,
+// "patch_tokens" for region_embed pool); otherwise InvalidArgument naming the kind.
+// Pass 1 reads each image's features (cached by the engine when its cache is on) and
+// keeps a uniform sample of at most params.sample keys and each image's CLS; pass 2
+// clusters one category at a time (its images' keys in memory), refines, finds the
+// components and embeds them; then the region embeddings are clustered into classes and
+// OUT/<stem>.png (16-bit: 0 background, 1 + class) and OUT/lightcluster.json written.
+// An image that fails is reported and left out. `progress(stage, done, total)`.
+LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::string>& images, const std::string& out_dir,
+                                    const LightClusterRun& run,
+                                    const std::function<void(const std::string&, int, int)>& progress = {});
 
 }  // namespace m2n2

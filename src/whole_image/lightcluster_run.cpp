@@ -1,0 +1,286 @@
+// LightCluster over a folder (spec lightcluster.md A2–A8): features through the engine,
+// the three levels per category, refinement, components, class labels from CLS tokens.
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "m2n2/io/image_io.hpp"
+#include "m2n2/io/npy.hpp"
+#include "m2n2/m2n2.hpp"
+#include "m2n2/whole_image/lightcluster.hpp"
+
+namespace m2n2 {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Seen {  // what pass 1 keeps of an image
+  std::string path, stem;
+  std::vector<float> cls;  // unit
+  bool ok = false;
+};
+
+std::vector<float> unit(const std::vector<float>& v) { return unit_rows(v.data(), 1, static_cast<int>(v.size())); }
+
+// The embedding of a region: CLS of a second pass on its box, or its mean patch token.
+std::vector<float> embed_region(Engine& engine, const cv::Mat& rgb, const cv::Mat& component, int label, const cv::Rect& box,
+                                const FeatureMap* tokens, int gh, int gw, const std::string& how) {
+  if (how == "crop") {
+    const int px = (rgb.cols + gw - 1) / gw, py = (rgb.rows + gh - 1) / gh;  // 2 patches of margin
+    cv::Rect r(box.x - 2 * px, box.y - 2 * py, box.width + 4 * px, box.height + 4 * py);
+    r &= cv::Rect(0, 0, rgb.cols, rgb.rows);
+    const Attention a = engine.attention(rgb(r).clone());
+    return unit(require_feature(a, "cls", "lightcluster --region-embed crop").data);
+  }
+  std::vector<double> sum(tokens->dim, 0.0);
+  int n = 0;
+  for (int i = 0; i < gh; ++i)
+    for (int j = 0; j < gw; ++j) {
+      const int x = std::min(rgb.cols - 1, static_cast<int>((j + 0.5) * rgb.cols / gw));
+      const int y = std::min(rgb.rows - 1, static_cast<int>((i + 0.5) * rgb.rows / gh));
+      if (component.at<uint16_t>(y, x) != label) continue;
+      const float* t = tokens->data.data() + static_cast<int64_t>(i * gw + j) * tokens->dim;
+      for (int c = 0; c < tokens->dim; ++c) sum[c] += t[c];
+      ++n;
+    }
+  if (n == 0) {  // a region smaller than a patch centre: the patch under its box's centre
+    const int i = std::min(gh - 1, (box.y + box.height / 2) * gh / rgb.rows);
+    const int j = std::min(gw - 1, (box.x + box.width / 2) * gw / rgb.cols);
+    const float* t = tokens->data.data() + static_cast<int64_t>(i * gw + j) * tokens->dim;
+    for (int c = 0; c < tokens->dim; ++c) sum[c] = t[c];
+  }
+  std::vector<float> e(sum.begin(), sum.end());
+  return unit(e);
+}
+
+}  // namespace
+
+LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::string>& images, const std::string& out_dir,
+                                    const LightClusterRun& run,
+                                    const std::function<void(const std::string&, int, int)>& progress) {
+  const LightClusterParams& p = run.params;
+  check_params(p);
+  if (run.refine != "jbu" && run.refine != "none") throw InvalidArgument("--refine: expected jbu or none, got '" + run.refine + "'");
+  if (run.region_embed != "crop" && run.region_embed != "pool")
+    throw InvalidArgument("--region-embed: expected crop or pool, got '" + run.region_embed + "'");
+  if (run.classes < 1) throw InvalidArgument("--classes must be at least 1");
+  if (!(run.min_component >= 0 && run.min_component < 1)) throw InvalidArgument("--min-component must be in [0, 1)");
+  auto tick = [&](const char* stage, int done, int total) {
+    if (progress) progress(stage, done, total);
+  };
+  LightClusterResult result;
+  const int n_img = static_cast<int>(images.size());
+  std::vector<Seen> seen(n_img);
+  std::vector<LightClusterImage>& out = result.images;
+  out.resize(n_img);
+
+  // ---- pass 1: features, a uniform (reservoir) sample of unit keys, each image's CLS
+  int d = 0, gh = 0, gw = 0;
+  std::vector<float> sample;
+  std::vector<uint8_t> border;
+  std::vector<float> sample_cls_attn;
+  std::mt19937_64 rng(p.seed);
+  int64_t seen_patches = 0;
+  const bool cls_attn = p.fg_rule == "cls-attn";
+  for (int m = 0; m < n_img; ++m) {
+    out[m].image = images[m];
+    seen[m].path = images[m];
+    seen[m].stem = fs::path(images[m]).stem().string();
+    try {
+      const cv::Mat rgb = read_rgb(images[m]).rgb;
+      const Attention a = engine.attention(rgb);
+      const FeatureMap& keys = require_feature(a, "keys", "lightcluster");
+      const FeatureMap& cls = require_feature(a, "cls", "lightcluster");
+      const FeatureMap* ca = cls_attn ? &require_feature(a, "cls_attention", "lightcluster --fg-rule cls-attn") : nullptr;
+      if (run.region_embed == "pool") require_feature(a, "patch_tokens", "lightcluster --region-embed pool");
+      if (d == 0) {
+        d = keys.dim;
+        gh = keys.h;
+        gw = keys.w;
+      } else if (keys.dim != d || keys.h != gh || keys.w != gw) {
+        throw Error("keys of " + std::to_string(keys.h) + "x" + std::to_string(keys.w) + "x" + std::to_string(keys.dim) +
+                    " differ from the first image's " + std::to_string(gh) + "x" + std::to_string(gw) + "x" + std::to_string(d));
+      }
+      const std::vector<float> u = unit_rows(keys.data.data(), keys.rows(), d);
+      for (int64_t i = 0; i < keys.rows(); ++i, ++seen_patches) {
+        const int y = static_cast<int>(i / gw), x = static_cast<int>(i % gw);
+        const uint8_t b = y == 0 || x == 0 || y == gh - 1 || x == gw - 1;
+        int64_t slot = static_cast<int64_t>(border.size());
+        if (slot >= p.sample) {
+          slot = std::uniform_int_distribution<int64_t>(0, seen_patches)(rng);
+          if (slot >= p.sample) continue;
+        }
+        if (slot == static_cast<int64_t>(border.size())) {
+          sample.insert(sample.end(), u.begin() + i * d, u.begin() + (i + 1) * d);
+          border.push_back(b);
+          if (ca) sample_cls_attn.push_back(ca->data[i]);
+        } else {
+          std::copy(u.begin() + i * d, u.begin() + (i + 1) * d, sample.begin() + slot * d);
+          border[slot] = b;
+          if (ca) sample_cls_attn[slot] = ca->data[i];
+        }
+      }
+      seen[m].cls = unit(cls.data);
+      seen[m].ok = true;
+    } catch (const InvalidArgument&) {
+      throw;  // the source lacks a kind: the same for every image
+    } catch (const std::exception& e) {
+      out[m].error = one_line_message(e);
+      ++result.failures;
+    }
+    tick("features", m + 1, n_img);
+  }
+  std::vector<int> ok;
+  for (int m = 0; m < n_img; ++m)
+    if (seen[m].ok) ok.push_back(m);
+  if (ok.empty()) throw Error("lightcluster: no image could be read");
+
+  // ---- dataset level and categories
+  const DatasetLevel level = fit_dataset_level(sample, d, border, cls_attn ? &sample_cls_attn : nullptr, p);
+  std::vector<float> cls_all;
+  for (int m : ok) cls_all.insert(cls_all.end(), seen[m].cls.begin(), seen[m].cls.end());
+  const std::vector<int> cat_of = image_categories(cls_all, static_cast<int>(seen[ok[0]].cls.size()), p);
+  const int n_cat = cat_of.empty() ? 0 : *std::max_element(cat_of.begin(), cat_of.end()) + 1;
+
+  // ---- pass 2, a category at a time: patch masks, refinement, components, embeddings
+  const fs::path tmp = fs::path(out_dir) / ".lightcluster-components";
+  std::error_code ec;
+  fs::create_directories(tmp, ec);
+  if (ec) throw Error(tmp.string() + ": cannot create (" + ec.message() + ")");
+  std::vector<std::vector<float>> embeddings;  // per region, in (image, label) order
+  std::vector<std::pair<int, int>> owner;      // (image, component label)
+  json categories = json::array();
+  int done = 0;
+  for (int c = 0; c < n_cat; ++c) {
+    std::vector<int> members;
+    for (size_t k = 0; k < ok.size(); ++k)
+      if (cat_of[k] == c) members.push_back(ok[k]);
+    std::vector<std::vector<float>> keys(members.size());
+    std::vector<Attention> kept(members.size());  // for pooled tokens
+    std::vector<cv::Mat> rgbs(members.size());
+    std::vector<ImageKeys> views;
+    for (size_t k = 0; k < members.size(); ++k) {
+      rgbs[k] = read_rgb(seen[members[k]].path).rgb;
+      Attention a = engine.attention(rgbs[k]);  // a cache hit when the cache is on
+      keys[k] = require_feature(a, "keys", "lightcluster").data;
+      a.maps.clear();
+      if (run.region_embed == "pool") kept[k] = std::move(a);
+      views.push_back({keys[k].data(), gh, gw, d});
+    }
+    const PatchMasks pm = category_patch_masks(views, level, p);
+    json names = json::array();
+    for (size_t k = 0; k < members.size(); ++k) {
+      const int m = members[k];
+      out[m].category = c;
+      names.push_back(seen[m].stem);
+      try {
+        const cv::Mat& rgb = rgbs[k];
+        cv::Mat s(gh, gw, CV_32F);
+        // Refined: the votes, or, where no patch passed the vote and the empty guard took
+        // the image level's mask, that mask.
+        const bool voted =
+            std::any_of(pm.score[k].begin(), pm.score[k].end(), [&](float v) { return v * 3.0f >= p.vote - 0.01f; });
+        for (int i = 0; i < gh * gw; ++i)
+          s.at<float>(i / gw, i % gw) = voted ? pm.score[k][i] : static_cast<float>(pm.fg[k][i]);
+        cv::Mat up;
+        if (run.refine == "jbu") {
+          JbuParams jp;
+          jp.spatial_sigma = run.jbu_spatial_sigma;
+          jp.range_sigma = run.jbu_range_sigma;
+          up = JointBilateralUpsampler(rgb, gh, gw, jp, 0.0).apply(s);  // one map: no table
+        } else {
+          up = upsample_bilinear(s, rgb.rows, rgb.cols);
+        }
+        const cv::Mat fg = up >= static_cast<float>((p.vote - 0.5) / 3.0);
+        cv::Mat comp, stats, centres;
+        const int n = cv::connectedComponentsWithStats(fg, comp, stats, centres, 8, CV_32S);
+        cv::Mat labels = cv::Mat::zeros(rgb.size(), CV_16U);
+        int next = 0;
+        const double min_area = run.min_component * rgb.total();
+        const FeatureMap* tokens = run.region_embed == "pool" ? &require_feature(kept[k], "patch_tokens", "lightcluster") : nullptr;
+        for (int r = 1; r < n && next < 65535; ++r) {
+          if (stats.at<int>(r, cv::CC_STAT_AREA) < min_area) continue;
+          labels.setTo(++next, comp == r);
+          const cv::Rect box(stats.at<int>(r, cv::CC_STAT_LEFT), stats.at<int>(r, cv::CC_STAT_TOP),
+                             stats.at<int>(r, cv::CC_STAT_WIDTH), stats.at<int>(r, cv::CC_STAT_HEIGHT));
+          embeddings.push_back(embed_region(engine, rgb, labels, next, box, tokens, gh, gw, run.region_embed));
+          owner.emplace_back(m, next);
+        }
+        out[m].regions = next;
+        write_png_atomic((tmp / (seen[m].stem + ".png")).string(), labels);
+      } catch (const std::exception& e) {
+        out[m].error = one_line_message(e);
+        ++result.failures;
+      }
+      tick("masks", ++done, static_cast<int>(ok.size()));
+    }
+    categories.push_back({{"fg", pm.category_fg}, {"bg", pm.category_bg}, {"images", names}});
+  }
+
+  // ---- classes: spherical k-means of the region embeddings; labels written
+  std::vector<int> class_of(embeddings.size(), 0);
+  std::vector<float> class_centroids;
+  int n_classes = 0;
+  if (!embeddings.empty()) {
+    const int e = static_cast<int>(embeddings[0].size());
+    std::vector<float> all;
+    for (const auto& v : embeddings) all.insert(all.end(), v.begin(), v.end());
+    n_classes = static_cast<int>(std::min<size_t>(run.classes, embeddings.size()));
+    const KMeans km = spherical_kmeans(all, e, n_classes, {}, p);
+    class_of = km.labels;
+    class_centroids = km.centroids;
+  }
+  std::map<std::pair<int, int>, int> class_of_region;
+  for (size_t i = 0; i < owner.size(); ++i) class_of_region[owner[i]] = class_of[i];
+  done = 0;
+  for (int m : ok) {
+    if (!out[m].error.empty()) continue;
+    const fs::path t = tmp / (seen[m].stem + ".png");
+    try {
+      cv::Mat labels = cv::imread(t.string(), cv::IMREAD_UNCHANGED);
+      if (labels.empty()) throw Error(t.string() + ": lost");
+      for (int y = 0; y < labels.rows; ++y)
+        for (int x = 0; x < labels.cols; ++x) {
+          uint16_t& v = labels.at<uint16_t>(y, x);
+          if (v) v = static_cast<uint16_t>(1 + class_of_region[{m, v}]);
+        }
+      out[m].labels = (fs::path(out_dir) / (seen[m].stem + ".png")).string();
+      write_png_atomic(out[m].labels, labels);
+    } catch (const std::exception& e) {
+      out[m].error = one_line_message(e);
+      ++result.failures;
+    }
+    fs::remove(t, ec);
+    tick("labels", ++done, static_cast<int>(ok.size()));
+  }
+  fs::remove(tmp, ec);
+
+  json classes = json::array();
+  for (int k = 0; k < n_classes; ++k) {
+    const int e = static_cast<int>(class_centroids.size()) / n_classes;
+    classes.push_back(std::vector<float>(class_centroids.begin() + k * e, class_centroids.begin() + (k + 1) * e));
+  }
+  result.model = {{"method", "lightcluster"},
+                  {"source", engine.source_id()},
+                  {"keys", {{"grid", {gh, gw}}, {"dim", d}}},
+                  {"settings",
+                   {{"sample", p.sample}, {"restarts", p.restarts}, {"max_iterations", p.max_iterations},
+                    {"tolerance", p.tolerance}, {"seed", p.seed}, {"categories", p.categories}, {"vote", p.vote},
+                    {"fg_rule", p.fg_rule}, {"classes", run.classes}, {"refine", run.refine},
+                    {"region_embed", run.region_embed}, {"min_component", run.min_component}}},
+                  {"dataset",
+                   {{"fg", level.fg}, {"bg", level.bg}, {"border_share_fg", level.border_share_fg},
+                    {"border_share_bg", level.border_share_bg}, {"sampled_patches", border.size()},
+                    {"patches", seen_patches}}},
+                  {"categories", categories},
+                  {"classes", classes},
+                  {"labels", "0 = background, 1 + k = region class k (the nearest of classes)"}};
+  write_file_atomic((fs::path(out_dir) / "lightcluster.json").string(), result.model.dump(1) + "\n");
+  return result;
+}
+
+}  // namespace m2n2
