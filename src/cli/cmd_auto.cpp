@@ -59,8 +59,8 @@ int run_lightcluster_folder(AutoOptions& o) {
     }
     std::cout << j.dump() << "\n";
   }
-  spdlog::info("lightcluster: {} images, {} failed; model in {}", r.images.size(), r.failures,
-               (fs::path(o.out) / "lightcluster.json").string());
+  spdlog::info("lightcluster: {} images, {} failed, {} resumed from an earlier run; model in {}", r.images.size(),
+               r.failures, r.resumed, (fs::path(o.out) / "lightcluster.json").string());
   return r.failures ? kSomeFailed : kOk;
 }
 

@@ -57,6 +57,17 @@ std::vector<float> embed_region(Engine& engine, const cv::Mat& rgb, const cv::Ma
   return unit(e);
 }
 
+json settings_json(const LightClusterRun& run) {
+  const LightClusterParams& p = run.params;
+  return {{"sample", p.sample},          {"restarts", p.restarts},
+          {"max_iterations", p.max_iterations}, {"tolerance", p.tolerance},
+          {"seed", p.seed},              {"categories", p.categories},
+          {"vote", p.vote},              {"fg_rule", p.fg_rule},
+          {"classes", run.classes},      {"refine", run.refine},
+          {"region_embed", run.region_embed}, {"min_component", run.min_component},
+          {"jbu_spatial_sigma", run.jbu_spatial_sigma}, {"jbu_range_sigma", run.jbu_range_sigma}};
+}
+
 }  // namespace
 
 LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::string>& images, const std::string& out_dir,
@@ -146,19 +157,55 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
   const std::vector<int> cat_of = image_categories(cls_all, static_cast<int>(seen[ok[0]].cls.size()), p);
   const int n_cat = cat_of.empty() ? 0 : *std::max_element(cat_of.begin(), cat_of.end()) + 1;
 
-  // ---- pass 2, a category at a time: patch masks, refinement, components, embeddings
-  const fs::path tmp = fs::path(out_dir) / ".lightcluster-components";
+  // ---- pass 2, a category at a time: patch masks, refinement, components, embeddings.
+  // Each image's components and region embeddings go to a work folder (embeddings first,
+  // the component map last: its presence marks the image done); a run with the same
+  // source, settings and images resumes from it.
+  const fs::path tmp = fs::path(out_dir) / ".lightcluster-work";
+  const json signature = {{"source", engine.source_id()}, {"settings", settings_json(run)}, {"images", images}};
   std::error_code ec;
+  bool resuming = false;
+  try {
+    resuming = fs::exists(tmp / "run.json", ec) && json::parse(read_file((tmp / "run.json").string())) == signature;
+  } catch (const std::exception&) {
+    resuming = false;
+  }
+  if (!resuming) fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   if (ec) throw Error(tmp.string() + ": cannot create (" + ec.message() + ")");
+  if (!resuming) write_file_atomic((tmp / "run.json").string(), signature.dump());
+  auto done_file = [&](int m) { return tmp / (seen[m].stem + ".png"); };
+  auto emb_file = [&](int m) { return tmp / (seen[m].stem + ".emb.json"); };
   std::vector<std::vector<float>> embeddings;  // per region, in (image, label) order
   std::vector<std::pair<int, int>> owner;      // (image, component label)
   json categories = json::array();
   int done = 0;
+  auto take_saved = [&](int m, int c) {  // an image finished by an earlier run
+    const json e = json::parse(read_file(emb_file(m).string()));
+    for (size_t r = 0; r < e.size(); ++r) {
+      embeddings.push_back(e[r].get<std::vector<float>>());
+      owner.emplace_back(m, static_cast<int>(r) + 1);
+    }
+    out[m].category = c;
+    out[m].regions = static_cast<int>(e.size());
+    ++result.resumed;
+  };
   for (int c = 0; c < n_cat; ++c) {
     std::vector<int> members;
     for (size_t k = 0; k < ok.size(); ++k)
       if (cat_of[k] == c) members.push_back(ok[k]);
+    const fs::path cat_file = tmp / ("category" + std::to_string(c) + ".json");
+    const bool all_done = std::all_of(members.begin(), members.end(), [&](int m) { return fs::exists(done_file(m), ec); });
+    json names = json::array();
+    for (int m : members) names.push_back(seen[m].stem);
+    if (all_done && fs::exists(cat_file, ec)) {
+      for (int m : members) {
+        take_saved(m, c);
+        tick("masks", ++done, static_cast<int>(ok.size()));
+      }
+      categories.push_back(json::parse(read_file(cat_file.string())));
+      continue;
+    }
     std::vector<std::vector<float>> keys(members.size());
     std::vector<Attention> kept(members.size());  // for pooled tokens
     std::vector<cv::Mat> rgbs(members.size());
@@ -172,11 +219,14 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
       views.push_back({keys[k].data(), gh, gw, d});
     }
     const PatchMasks pm = category_patch_masks(views, level, p);
-    json names = json::array();
     for (size_t k = 0; k < members.size(); ++k) {
       const int m = members[k];
       out[m].category = c;
-      names.push_back(seen[m].stem);
+      if (fs::exists(done_file(m), ec)) {
+        take_saved(m, c);
+        tick("masks", ++done, static_cast<int>(ok.size()));
+        continue;
+      }
       try {
         const cv::Mat& rgb = rgbs[k];
         cv::Mat s(gh, gw, CV_32F);
@@ -202,6 +252,7 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
         int next = 0;
         const double min_area = run.min_component * rgb.total();
         const FeatureMap* tokens = run.region_embed == "pool" ? &require_feature(kept[k], "patch_tokens", "lightcluster") : nullptr;
+        json saved = json::array();
         for (int r = 1; r < n && next < 65535; ++r) {
           if (stats.at<int>(r, cv::CC_STAT_AREA) < min_area) continue;
           labels.setTo(++next, comp == r);
@@ -209,16 +260,20 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
                              stats.at<int>(r, cv::CC_STAT_WIDTH), stats.at<int>(r, cv::CC_STAT_HEIGHT));
           embeddings.push_back(embed_region(engine, rgb, labels, next, box, tokens, gh, gw, run.region_embed));
           owner.emplace_back(m, next);
+          saved.push_back(embeddings.back());
         }
         out[m].regions = next;
-        write_png_atomic((tmp / (seen[m].stem + ".png")).string(), labels);
+        write_file_atomic(emb_file(m).string(), saved.dump());
+        write_png_atomic(done_file(m).string(), labels);  // last: marks the image done
       } catch (const std::exception& e) {
         out[m].error = one_line_message(e);
         ++result.failures;
       }
       tick("masks", ++done, static_cast<int>(ok.size()));
     }
-    categories.push_back({{"fg", pm.category_fg}, {"bg", pm.category_bg}, {"images", names}});
+    const json cat = {{"fg", pm.category_fg}, {"bg", pm.category_bg}, {"images", names}};
+    write_file_atomic(cat_file.string(), cat.dump());
+    categories.push_back(cat);
   }
 
   // ---- classes: spherical k-means of the region embeddings; labels written
@@ -239,7 +294,7 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
   done = 0;
   for (int m : ok) {
     if (!out[m].error.empty()) continue;
-    const fs::path t = tmp / (seen[m].stem + ".png");
+    const fs::path t = done_file(m);
     try {
       cv::Mat labels = cv::imread(t.string(), cv::IMREAD_UNCHANGED);
       if (labels.empty()) throw Error(t.string() + ": lost");
@@ -254,10 +309,8 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
       out[m].error = one_line_message(e);
       ++result.failures;
     }
-    fs::remove(t, ec);
     tick("labels", ++done, static_cast<int>(ok.size()));
   }
-  fs::remove(tmp, ec);
 
   json classes = json::array();
   for (int k = 0; k < n_classes; ++k) {
@@ -267,11 +320,7 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
   result.model = {{"method", "lightcluster"},
                   {"source", engine.source_id()},
                   {"keys", {{"grid", {gh, gw}}, {"dim", d}}},
-                  {"settings",
-                   {{"sample", p.sample}, {"restarts", p.restarts}, {"max_iterations", p.max_iterations},
-                    {"tolerance", p.tolerance}, {"seed", p.seed}, {"categories", p.categories}, {"vote", p.vote},
-                    {"fg_rule", p.fg_rule}, {"classes", run.classes}, {"refine", run.refine},
-                    {"region_embed", run.region_embed}, {"min_component", run.min_component}}},
+                  {"settings", settings_json(run)},
                   {"dataset",
                    {{"fg", level.fg}, {"bg", level.bg}, {"border_share_fg", level.border_share_fg},
                     {"border_share_bg", level.border_share_bg}, {"sampled_patches", border.size()},
@@ -280,6 +329,7 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
                   {"classes", classes},
                   {"labels", "0 = background, 1 + k = region class k (the nearest of classes)"}};
   write_file_atomic((fs::path(out_dir) / "lightcluster.json").string(), result.model.dump(1) + "\n");
+  if (result.failures == 0) fs::remove_all(tmp, ec);  // kept after failures: a rerun resumes
   return result;
 }
 

@@ -74,7 +74,22 @@ for l in lines:
 model = json.load(open('$TMP/lc_out/lightcluster.json'))
 assert model['settings']['vote'] == 2 and len(model['categories']) == 2 and 1 <= len(model['classes']) <= 3, model.keys()
 assert len(model['dataset']['fg']) == 32 and model['keys']['grid'] == [8, 8]"
-check "lightcluster: no temporaries left" test ! -e $TMP/lc_out/.lightcluster-components
+check "lightcluster: no work folder left" test ! -e $TMP/lc_out/.lightcluster-work
+# An image that cannot be read: exit 1, the others labelled, the work folder kept; the
+# same run again resumes from it (every mask reused) and writes the same labels.
+cp -r $TMP/lc $TMP/lc2
+printf 'not a png' > $TMP/lc2/broken.png
+env M2N2_CACHE_DIR=$TMP/lc_cache $M2N2 auto --method lightcluster --images $TMP/lc2 --out $TMP/lc2_out \
+  --source torchscript:$ROOT/models/tiny-vit-features.pt --classes 3 --categories 2 > $TMP/lc2_a.txt 2> $TMP/lc2_a.err
+check "lightcluster: a broken image is exit 1" test $? = 1
+check "lightcluster: work folder kept after a failure" test -e $TMP/lc2_out/.lightcluster-work/run.json
+mkdir -p $TMP/lc2_first && cp $TMP/lc2_out/im*.png $TMP/lc2_first/
+env M2N2_CACHE_DIR=$TMP/lc_cache $M2N2 auto --method lightcluster --images $TMP/lc2 --out $TMP/lc2_out --overwrite \
+  --source torchscript:$ROOT/models/tiny-vit-features.pt --classes 3 --categories 2 > $TMP/lc2_b.txt 2> $TMP/lc2_b.err
+check "lightcluster: the rerun resumes all six images" grep -q "6 resumed" $TMP/lc2_b.err
+for f in $TMP/lc2_first/im*.png; do
+  check "lightcluster: resumed labels equal $(basename $f)" cmp -s $f $TMP/lc2_out/$(basename $f)
+done
 expect_error 2 "exists" $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_out \
   --source torchscript:$ROOT/models/tiny-vit-features.pt -q
 expect_error 2 "vote" $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_out2 --vote 4 \

@@ -113,6 +113,7 @@ struct LightClusterResult {
   std::vector<LightClusterImage> images;
   nlohmann::json model;  // what lightcluster.json holds: settings and every centroid
   int failures = 0;
+  int resumed = 0;       // images whose masks an interrupted run had finished
 };
 
 // LightCluster on a folder's images through `engine`'s attention source, which must
@@ -123,7 +124,9 @@ struct LightClusterResult {
 // clusters one category at a time (its images' keys in memory), refines, finds the
 // components and embeds them; then the region embeddings are clustered into classes and
 // OUT/<stem>.png (16-bit: 0 background, 1 + class) and OUT/lightcluster.json written.
-// An image that fails is reported and left out. `progress(stage, done, total)`.
+// An image that fails is reported and left out. Pass 2's results are kept per image in
+// OUT/.lightcluster-work until the run succeeds; a rerun with the same source, settings
+// and images resumes there. `progress(stage, done, total)`.
 LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::string>& images, const std::string& out_dir,
                                     const LightClusterRun& run,
                                     const std::function<void(const std::string&, int, int)>& progress = {});
