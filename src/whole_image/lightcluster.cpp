@@ -208,54 +208,77 @@ void empty_guard(std::vector<uint8_t>& fg, const std::vector<uint8_t>& image_lev
   if (n > 0 && c >= 0.01 * n && c <= 0.9 * n) fg = image_level;
 }
 
+CategoryLevel fit_category_level(const std::vector<float>& sample, int d, const DatasetLevel& dataset,
+                                 const LightClusterParams& p) {
+  if (static_cast<int>(dataset.fg.size()) != d) throw InvalidArgument("LightCluster: key width differs from the dataset level's");
+  std::vector<float> init = dataset.fg;
+  init.insert(init.end(), dataset.bg.begin(), dataset.bg.end());
+  // One Lloyd run from the dataset centroids: centroid 0 stays the foreground.
+  const KMeans cat = spherical_kmeans(sample, d, 2, init, p);
+  CategoryLevel out;
+  out.fg.assign(cat.centroids.begin(), cat.centroids.begin() + d);
+  out.bg.assign(cat.centroids.begin() + d, cat.centroids.end());
+  return out;
+}
+
+ImageMask image_patch_mask(const ImageKeys& im, const DatasetLevel& dataset, const CategoryLevel& category,
+                           const LightClusterParams& p) {
+  const int d = im.d;
+  if (im.h <= 0 || im.w <= 0 || !im.keys || static_cast<int>(dataset.fg.size()) != d ||
+      static_cast<int>(category.fg.size()) != d)
+    throw InvalidArgument("LightCluster: keys of another width than the centroids'");
+  const int64_t n = static_cast<int64_t>(im.h) * im.w;
+  const std::vector<float> u = unit_rows(im.keys, n, d);
+  std::vector<float> ds = dataset.fg, cs = category.fg;
+  ds.insert(ds.end(), dataset.bg.begin(), dataset.bg.end());
+  cs.insert(cs.end(), category.bg.begin(), category.bg.end());
+  std::vector<int> ld, lc;
+  assign(u, d, ds, 2, ld);
+  assign(u, d, cs, 2, lc);
+  ImageMask out;
+  out.dataset.resize(n);
+  out.category.resize(n);
+  out.image.resize(n);
+  out.fg.resize(n);
+  out.score.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    out.dataset[i] = ld[i] == 0;
+    out.category[i] = lc[i] == 0;
+  }
+  // Image level from the category's centroids; a side left with < 2 patches keeps y^C.
+  const KMeans img = spherical_kmeans(u, d, 2, cs, p);
+  const int64_t fg_count = std::count(img.labels.begin(), img.labels.end(), 0);
+  for (int64_t i = 0; i < n; ++i) out.image[i] = (fg_count < 2 || n - fg_count < 2) ? out.category[i] : img.labels[i] == 0;
+  for (int64_t i = 0; i < n; ++i) {
+    out.fg[i] = vote_foreground(out.dataset[i], out.category[i], out.image[i], p.vote);
+    out.score[i] = static_cast<float>(out.dataset[i] + out.category[i] + out.image[i]) / 3.0f;
+  }
+  empty_guard(out.fg, out.image);
+  return out;
+}
+
 PatchMasks category_patch_masks(const std::vector<ImageKeys>& images, const DatasetLevel& dataset,
                                 const LightClusterParams& p) {
   check_params(p);
   PatchMasks out;
   if (images.empty()) return out;
   const int d = images[0].d;
-  if (static_cast<int>(dataset.fg.size()) != d) throw InvalidArgument("LightCluster: key width differs from the dataset level's");
-  // All patches of the category, unit rows.
   std::vector<float> all;
-  std::vector<std::vector<float>> unit(images.size());
-  for (size_t m = 0; m < images.size(); ++m) {
-    const ImageKeys& im = images[m];
+  for (const ImageKeys& im : images) {
     if (im.d != d || im.h <= 0 || im.w <= 0 || !im.keys) throw InvalidArgument("LightCluster: images of one category need keys of one width");
-    unit[m] = unit_rows(im.keys, static_cast<int64_t>(im.h) * im.w, d);
-    all.insert(all.end(), unit[m].begin(), unit[m].end());
+    const auto u = unit_rows(im.keys, static_cast<int64_t>(im.h) * im.w, d);
+    all.insert(all.end(), u.begin(), u.end());
   }
-  std::vector<float> init = dataset.fg;
-  init.insert(init.end(), dataset.bg.begin(), dataset.bg.end());
-  // Dataset labels: nearest dataset centroid. Category: one Lloyd run from the dataset
-  // centroids, so that its centroid 0 stays the foreground.
-  const KMeans cat = spherical_kmeans(all, d, 2, init, p);
-  out.category_fg.assign(cat.centroids.begin(), cat.centroids.begin() + d);
-  out.category_bg.assign(cat.centroids.begin() + d, cat.centroids.end());
-  int64_t offset = 0;
-  for (size_t m = 0; m < images.size(); ++m) {
-    const int64_t n = static_cast<int64_t>(images[m].h) * images[m].w;
-    std::vector<int> ld;
-    assign(unit[m], d, init, 2, ld);
-    std::vector<uint8_t> yd(n), yc(n), yi(n), fg(n);
-    std::vector<float> score(n);
-    for (int64_t i = 0; i < n; ++i) {
-      yd[i] = ld[i] == 0;
-      yc[i] = cat.labels[offset + i] == 0;
-    }
-    const KMeans img = spherical_kmeans(unit[m], d, 2, cat.centroids, p);
-    const int64_t fg_count = std::count(img.labels.begin(), img.labels.end(), 0);
-    for (int64_t i = 0; i < n; ++i) yi[i] = (fg_count < 2 || n - fg_count < 2) ? yc[i] : img.labels[i] == 0;
-    for (int64_t i = 0; i < n; ++i) {
-      fg[i] = vote_foreground(yd[i], yc[i], yi[i], p.vote);
-      score[i] = static_cast<float>(yd[i] + yc[i] + yi[i]) / 3.0f;
-    }
-    empty_guard(fg, yi);
-    out.fg.push_back(std::move(fg));
-    out.score.push_back(std::move(score));
-    out.dataset.push_back(std::move(yd));
-    out.category.push_back(std::move(yc));
-    out.image.push_back(std::move(yi));
-    offset += n;
+  const CategoryLevel cat = fit_category_level(all, d, dataset, p);
+  out.category_fg = cat.fg;
+  out.category_bg = cat.bg;
+  for (const ImageKeys& im : images) {
+    ImageMask m = image_patch_mask(im, dataset, cat, p);
+    out.fg.push_back(std::move(m.fg));
+    out.score.push_back(std::move(m.score));
+    out.dataset.push_back(std::move(m.dataset));
+    out.category.push_back(std::move(m.category));
+    out.image.push_back(std::move(m.image));
   }
   return out;
 }

@@ -206,19 +206,27 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
       categories.push_back(json::parse(read_file(cat_file.string())));
       continue;
     }
-    std::vector<std::vector<float>> keys(members.size());
-    std::vector<Attention> kept(members.size());  // for pooled tokens
-    std::vector<cv::Mat> rgbs(members.size());
-    std::vector<ImageKeys> views;
-    for (size_t k = 0; k < members.size(); ++k) {
-      rgbs[k] = read_rgb(seen[members[k]].path).rgb;
-      Attention a = engine.attention(rgbs[k]);  // a cache hit when the cache is on
-      keys[k] = require_feature(a, "keys", "lightcluster").data;
-      a.maps.clear();
-      if (run.region_embed == "pool") kept[k] = std::move(a);
-      views.push_back({keys[k].data(), gh, gw, d});
+    // The category level from a uniform sample of its images' keys (memory: the sample).
+    std::vector<float> cat_sample;
+    int64_t cat_seen = 0;
+    std::mt19937_64 cat_rng(p.seed + 7919ULL * static_cast<uint64_t>(c + 1));
+    for (int m : members) {
+      const Attention a = engine.attention(read_rgb(seen[m].path).rgb);  // a cache hit when the cache is on
+      const FeatureMap& keys = require_feature(a, "keys", "lightcluster");
+      const std::vector<float> u = unit_rows(keys.data.data(), keys.rows(), d);
+      for (int64_t i = 0; i < keys.rows(); ++i, ++cat_seen) {
+        int64_t slot = static_cast<int64_t>(cat_sample.size()) / d;
+        if (slot >= p.sample) {
+          slot = std::uniform_int_distribution<int64_t>(0, cat_seen)(cat_rng);
+          if (slot >= p.sample) continue;
+          std::copy(u.begin() + i * d, u.begin() + (i + 1) * d, cat_sample.begin() + slot * d);
+        } else {
+          cat_sample.insert(cat_sample.end(), u.begin() + i * d, u.begin() + (i + 1) * d);
+        }
+      }
     }
-    const PatchMasks pm = category_patch_masks(views, level, p);
+    const CategoryLevel cat = fit_category_level(cat_sample, d, level, p);
+    cat_sample = std::vector<float>();
     for (size_t k = 0; k < members.size(); ++k) {
       const int m = members[k];
       out[m].category = c;
@@ -228,14 +236,16 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
         continue;
       }
       try {
-        const cv::Mat& rgb = rgbs[k];
+        const cv::Mat rgb = read_rgb(seen[m].path).rgb;
+        const Attention a = engine.attention(rgb);
+        const FeatureMap& keys = require_feature(a, "keys", "lightcluster");
+        const ImageMask pm = image_patch_mask({keys.data.data(), gh, gw, d}, level, cat, p);
         cv::Mat s(gh, gw, CV_32F);
         // Refined: the votes, or, where no patch passed the vote and the empty guard took
         // the image level's mask, that mask.
         const bool voted =
-            std::any_of(pm.score[k].begin(), pm.score[k].end(), [&](float v) { return v * 3.0f >= p.vote - 0.01f; });
-        for (int i = 0; i < gh * gw; ++i)
-          s.at<float>(i / gw, i % gw) = voted ? pm.score[k][i] : static_cast<float>(pm.fg[k][i]);
+            std::any_of(pm.score.begin(), pm.score.end(), [&](float v) { return v * 3.0f >= p.vote - 0.01f; });
+        for (int i = 0; i < gh * gw; ++i) s.at<float>(i / gw, i % gw) = voted ? pm.score[i] : static_cast<float>(pm.fg[i]);
         cv::Mat up;
         if (run.refine == "jbu") {
           JbuParams jp;
@@ -251,7 +261,7 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
         cv::Mat labels = cv::Mat::zeros(rgb.size(), CV_16U);
         int next = 0;
         const double min_area = run.min_component * rgb.total();
-        const FeatureMap* tokens = run.region_embed == "pool" ? &require_feature(kept[k], "patch_tokens", "lightcluster") : nullptr;
+        const FeatureMap* tokens = run.region_embed == "pool" ? &require_feature(a, "patch_tokens", "lightcluster") : nullptr;
         json saved = json::array();
         for (int r = 1; r < n && next < 65535; ++r) {
           if (stats.at<int>(r, cv::CC_STAT_AREA) < min_area) continue;
@@ -271,9 +281,9 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
       }
       tick("masks", ++done, static_cast<int>(ok.size()));
     }
-    const json cat = {{"fg", pm.category_fg}, {"bg", pm.category_bg}, {"images", names}};
-    write_file_atomic(cat_file.string(), cat.dump());
-    categories.push_back(cat);
+    const json cat_json = {{"fg", cat.fg}, {"bg", cat.bg}, {"images", names}, {"sampled_patches", std::min<int64_t>(cat_seen, p.sample)}};
+    write_file_atomic(cat_file.string(), cat_json.dump());
+    categories.push_back(cat_json);
   }
 
   // ---- classes: spherical k-means of the region embeddings; labels written

@@ -72,6 +72,25 @@ inline bool vote_foreground(int dataset, int category, int image, int vote) {
   return dataset + category + image >= vote;
 }
 
+// The category level's centroids (unit): one Lloyd run over (a uniform sample of) the
+// category's unit keys, started at the dataset centroids, so that its centroid 0 stays
+// the foreground (an emptied cluster keeps its dataset centroid).
+struct CategoryLevel {
+  std::vector<float> fg, bg;
+};
+CategoryLevel fit_category_level(const std::vector<float>& sample, int d, const DatasetLevel& dataset,
+                                 const LightClusterParams& p);
+
+// One image's labels at the three levels, the vote and the empty guard: y^D and y^C by
+// the nearest centroid, y^I by 2-means started at the category's centroids (a side left
+// with < 2 patches keeps y^C).
+struct ImageMask {
+  std::vector<uint8_t> fg, dataset, category, image;  // h·w each, 1 = foreground
+  std::vector<float> score;                           // votes / 3
+};
+ImageMask image_patch_mask(const ImageKeys& image, const DatasetLevel& dataset, const CategoryLevel& category,
+                           const LightClusterParams& p);
+
 struct PatchMasks {
   std::vector<std::vector<uint8_t>> fg;    // per image, h·w, 1 = foreground
   std::vector<std::vector<float>> score;   // per image, h·w, votes / 3
@@ -79,11 +98,9 @@ struct PatchMasks {
   std::vector<float> category_fg, category_bg;  // the category's centroids
 };
 
-// Category level, part 2, image level, vote and empty guard (spec A4–A6) for the images
-// of one category: 2-means of all their patches from the dataset centroids, then per image
-// 2-means from the category's (a side left with < 2 patches keeps the category's labels);
-// an image where no patch passes the vote takes its image-level mask if that covers 1–90 %
-// of the grid, else it is all background.
+// fit_category_level on all patches of a category's images, then image_patch_mask for
+// each (spec A4–A6); an image where no patch passes the vote takes its image-level mask if
+// that covers 1–90 % of the grid, else it is all background.
 PatchMasks category_patch_masks(const std::vector<ImageKeys>& images, const DatasetLevel& dataset,
                                 const LightClusterParams& p);
 
