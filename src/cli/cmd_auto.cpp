@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "m2n2/attention/default_source.hpp"
 #include "m2n2/whole_image/label_eval.hpp"
+#include "m2n2/io/npy.hpp"
 #include "m2n2/whole_image/lightcluster.hpp"
 #include "m2n2/io/visuals.hpp"
 
@@ -24,6 +25,7 @@ struct AutoOptions {
   DiffSegParams diffseg;
   NcutParams ncut;
   LightClusterRun lightcluster;
+  std::string lightcluster_model;
   bool overwrite = false;
 };
 
@@ -42,10 +44,19 @@ int run_lightcluster_folder(AutoOptions& o) {
       if (fs::exists(fs::path(o.out) / (fs::path(f).stem().string() + ".png"), ec))
         throw UsageError((fs::path(o.out) / (fs::path(f).stem().string() + ".png")).string() + ": exists (use --overwrite)");
   Progress bar(static_cast<int>(files.size()), !o.common.quiet, "lightcluster");
-  const LightClusterResult r =
-      run_lightcluster(*engine, files, o.out, o.lightcluster, [&](const std::string& stage, int done, int total) {
-        bar.update(done, stage, total);
-      });
+  auto tick = [&](const std::string& stage, int done, int total) { bar.update(done, stage, total); };
+  LightClusterResult r;
+  if (!o.lightcluster_model.empty()) {  // label new images with a model, no clustering
+    nlohmann::json model;
+    try {
+      model = nlohmann::json::parse(read_file(o.lightcluster_model));
+    } catch (const std::exception& e) {
+      throw UsageError(o.lightcluster_model + ": not a lightcluster.json (" + one_line_message(e) + ")");
+    }
+    r = apply_lightcluster(*engine, files, o.out, model, o.lightcluster_model, tick);
+  } else {
+    r = run_lightcluster(*engine, files, o.out, o.lightcluster, tick);
+  }
   bar.finish();
   for (const auto& im : r.images) {
     nlohmann::json j = {{"image", im.image}, {"ok", im.error.empty()}, {"method", "lightcluster"}};
@@ -59,8 +70,11 @@ int run_lightcluster_folder(AutoOptions& o) {
     }
     std::cout << j.dump() << "\n";
   }
-  spdlog::info("lightcluster: {} images, {} failed, {} resumed from an earlier run; model in {}", r.images.size(),
-               r.failures, r.resumed, (fs::path(o.out) / "lightcluster.json").string());
+  if (o.lightcluster_model.empty())
+    spdlog::info("lightcluster: {} images, {} failed, {} resumed from an earlier run; model in {}", r.images.size(),
+                 r.failures, r.resumed, (fs::path(o.out) / "lightcluster.json").string());
+  else
+    spdlog::info("lightcluster: {} images labelled with {}, {} failed", r.images.size(), o.lightcluster_model, r.failures);
   return r.failures ? kSomeFailed : kOk;
 }
 
@@ -168,6 +182,9 @@ void register_auto(CLI::App& app, int& code) {
       ->group(g3);
   sub->add_option("--sample", lc.params.sample, "Patches in the dataset-level fit at most")->capture_default_str()->group(g3);
   sub->add_option("--seed", lc.params.seed, "k-means seed")->capture_default_str()->group(g3);
+  sub->add_option("--model", o->lightcluster_model,
+                  "Label new images with this lightcluster.json (its centroids and settings; no clustering)")
+      ->group(g3);
   sub->add_option("--min-component", lc.min_component, "Components below this share of the image become background")
       ->capture_default_str()
       ->group(g3);

@@ -194,11 +194,15 @@ DatasetLevel fit_dataset_level(const std::vector<float>& sample, int d, const st
   return out;
 }
 
-std::vector<int> image_categories(const std::vector<float>& cls, int d, const LightClusterParams& p) {
+KMeans fit_image_categories(const std::vector<float>& cls, int d, const LightClusterParams& p) {
   const int64_t n = d > 0 ? static_cast<int64_t>(cls.size()) / d : 0;
   if (n == 0) return {};
   const int k = static_cast<int>(std::min<int64_t>(p.categories, n));
-  return spherical_kmeans(unit_rows(cls.data(), n, d), d, k, {}, p).labels;
+  return spherical_kmeans(unit_rows(cls.data(), n, d), d, k, {}, p);
+}
+
+std::vector<int> image_categories(const std::vector<float>& cls, int d, const LightClusterParams& p) {
+  return fit_image_categories(cls, d, p).labels;
 }
 
 void empty_guard(std::vector<uint8_t>& fg, const std::vector<uint8_t>& image_level) {

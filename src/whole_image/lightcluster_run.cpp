@@ -57,6 +57,64 @@ std::vector<float> embed_region(Engine& engine, const cv::Mat& rgb, const cv::Ma
   return unit(e);
 }
 
+// An image's regions: the patch votes refined to the image, 8-connected components
+// (the small ones dropped) numbered 1..R, and each region's unit embedding.
+struct Regions {
+  cv::Mat labels;  // CV_16U
+  std::vector<std::vector<float>> embeddings;
+};
+
+Regions regions_of(Engine& engine, const cv::Mat& rgb, const Attention& a, const ImageMask& pm, int gh, int gw,
+                   const LightClusterRun& run) {
+  const LightClusterParams& p = run.params;
+  cv::Mat s(gh, gw, CV_32F);
+  // Refined: the votes, or, where no patch passed the vote and the empty guard took the
+  // image level's mask, that mask.
+  const bool voted = std::any_of(pm.score.begin(), pm.score.end(), [&](float v) { return v * 3.0f >= p.vote - 0.01f; });
+  for (int i = 0; i < gh * gw; ++i) s.at<float>(i / gw, i % gw) = voted ? pm.score[i] : static_cast<float>(pm.fg[i]);
+  cv::Mat up;
+  if (run.refine == "jbu") {
+    JbuParams jp;
+    jp.spatial_sigma = run.jbu_spatial_sigma;
+    jp.range_sigma = run.jbu_range_sigma;
+    up = JointBilateralUpsampler(rgb, gh, gw, jp, 0.0).apply(s);  // one map: no table
+  } else {
+    up = upsample_bilinear(s, rgb.rows, rgb.cols);
+  }
+  const cv::Mat fg = up >= static_cast<float>((p.vote - 0.5) / 3.0);
+  cv::Mat comp, stats, centres;
+  const int n = cv::connectedComponentsWithStats(fg, comp, stats, centres, 8, CV_32S);
+  Regions out;
+  out.labels = cv::Mat::zeros(rgb.size(), CV_16U);
+  int next = 0;
+  const double min_area = run.min_component * rgb.total();
+  const FeatureMap* tokens = run.region_embed == "pool" ? &require_feature(a, "patch_tokens", "lightcluster") : nullptr;
+  for (int r = 1; r < n && next < 65535; ++r) {
+    if (stats.at<int>(r, cv::CC_STAT_AREA) < min_area) continue;
+    out.labels.setTo(++next, comp == r);
+    const cv::Rect box(stats.at<int>(r, cv::CC_STAT_LEFT), stats.at<int>(r, cv::CC_STAT_TOP),
+                       stats.at<int>(r, cv::CC_STAT_WIDTH), stats.at<int>(r, cv::CC_STAT_HEIGHT));
+    out.embeddings.push_back(embed_region(engine, rgb, out.labels, next, box, tokens, gh, gw, run.region_embed));
+  }
+  return out;
+}
+
+// The nearest of k unit centroids (k×d) to a unit vector.
+int nearest(const std::vector<float>& centroids, const std::vector<float>& v) {
+  const int d = static_cast<int>(v.size());
+  int best = 0;
+  float bv = -2;
+  for (int c = 0; c * d < static_cast<int>(centroids.size()); ++c) {
+    float dot = 0;
+    for (int j = 0; j < d; ++j) dot += centroids[static_cast<size_t>(c) * d + j] * v[j];
+    if (dot > bv) {
+      bv = dot;
+      best = c;
+    }
+  }
+  return best;
+}
+
 json settings_json(const LightClusterRun& run) {
   const LightClusterParams& p = run.params;
   return {{"sample", p.sample},          {"restarts", p.restarts},
@@ -154,7 +212,9 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
   const DatasetLevel level = fit_dataset_level(sample, d, border, cls_attn ? &sample_cls_attn : nullptr, p);
   std::vector<float> cls_all;
   for (int m : ok) cls_all.insert(cls_all.end(), seen[m].cls.begin(), seen[m].cls.end());
-  const std::vector<int> cat_of = image_categories(cls_all, static_cast<int>(seen[ok[0]].cls.size()), p);
+  const int cls_dim = static_cast<int>(seen[ok[0]].cls.size());
+  const KMeans cat_model = fit_image_categories(cls_all, cls_dim, p);
+  const std::vector<int>& cat_of = cat_model.labels;
   const int n_cat = cat_of.empty() ? 0 : *std::max_element(cat_of.begin(), cat_of.end()) + 1;
 
   // ---- pass 2, a category at a time: patch masks, refinement, components, embeddings.
@@ -240,38 +300,15 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
         const Attention a = engine.attention(rgb);
         const FeatureMap& keys = require_feature(a, "keys", "lightcluster");
         const ImageMask pm = image_patch_mask({keys.data.data(), gh, gw, d}, level, cat, p);
-        cv::Mat s(gh, gw, CV_32F);
-        // Refined: the votes, or, where no patch passed the vote and the empty guard took
-        // the image level's mask, that mask.
-        const bool voted =
-            std::any_of(pm.score.begin(), pm.score.end(), [&](float v) { return v * 3.0f >= p.vote - 0.01f; });
-        for (int i = 0; i < gh * gw; ++i) s.at<float>(i / gw, i % gw) = voted ? pm.score[i] : static_cast<float>(pm.fg[i]);
-        cv::Mat up;
-        if (run.refine == "jbu") {
-          JbuParams jp;
-          jp.spatial_sigma = run.jbu_spatial_sigma;
-          jp.range_sigma = run.jbu_range_sigma;
-          up = JointBilateralUpsampler(rgb, gh, gw, jp, 0.0).apply(s);  // one map: no table
-        } else {
-          up = upsample_bilinear(s, rgb.rows, rgb.cols);
-        }
-        const cv::Mat fg = up >= static_cast<float>((p.vote - 0.5) / 3.0);
-        cv::Mat comp, stats, centres;
-        const int n = cv::connectedComponentsWithStats(fg, comp, stats, centres, 8, CV_32S);
-        cv::Mat labels = cv::Mat::zeros(rgb.size(), CV_16U);
-        int next = 0;
-        const double min_area = run.min_component * rgb.total();
-        const FeatureMap* tokens = run.region_embed == "pool" ? &require_feature(a, "patch_tokens", "lightcluster") : nullptr;
+        const Regions reg = regions_of(engine, rgb, a, pm, gh, gw, run);
         json saved = json::array();
-        for (int r = 1; r < n && next < 65535; ++r) {
-          if (stats.at<int>(r, cv::CC_STAT_AREA) < min_area) continue;
-          labels.setTo(++next, comp == r);
-          const cv::Rect box(stats.at<int>(r, cv::CC_STAT_LEFT), stats.at<int>(r, cv::CC_STAT_TOP),
-                             stats.at<int>(r, cv::CC_STAT_WIDTH), stats.at<int>(r, cv::CC_STAT_HEIGHT));
-          embeddings.push_back(embed_region(engine, rgb, labels, next, box, tokens, gh, gw, run.region_embed));
-          owner.emplace_back(m, next);
-          saved.push_back(embeddings.back());
+        for (size_t r = 0; r < reg.embeddings.size(); ++r) {
+          embeddings.push_back(reg.embeddings[r]);
+          owner.emplace_back(m, static_cast<int>(r) + 1);
+          saved.push_back(reg.embeddings[r]);
         }
+        const cv::Mat& labels = reg.labels;
+        const int next = static_cast<int>(reg.embeddings.size());
         out[m].regions = next;
         write_file_atomic(emb_file(m).string(), saved.dump());
         write_png_atomic(done_file(m).string(), labels);  // last: marks the image done
@@ -281,7 +318,12 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
       }
       tick("masks", ++done, static_cast<int>(ok.size()));
     }
-    const json cat_json = {{"fg", cat.fg}, {"bg", cat.bg}, {"images", names}, {"sampled_patches", std::min<int64_t>(cat_seen, p.sample)}};
+    const json cat_json = {{"cls", std::vector<float>(cat_model.centroids.begin() + static_cast<int64_t>(c) * cls_dim,
+                                                       cat_model.centroids.begin() + static_cast<int64_t>(c + 1) * cls_dim)},
+                           {"fg", cat.fg},
+                           {"bg", cat.bg},
+                           {"images", names},
+                           {"sampled_patches", std::min<int64_t>(cat_seen, p.sample)}};
     write_file_atomic(cat_file.string(), cat_json.dump());
     categories.push_back(cat_json);
   }
@@ -340,6 +382,89 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
                   {"labels", "0 = background, 1 + k = region class k (the nearest of classes)"}};
   write_file_atomic((fs::path(out_dir) / "lightcluster.json").string(), result.model.dump(1) + "\n");
   if (result.failures == 0) fs::remove_all(tmp, ec);  // kept after failures: a rerun resumes
+  return result;
+}
+
+LightClusterResult apply_lightcluster(Engine& engine, const std::vector<std::string>& images, const std::string& out_dir,
+                                      const json& model, const std::string& model_name,
+                                      const std::function<void(const std::string&, int, int)>& progress) {
+  LightClusterRun run;
+  DatasetLevel level;
+  std::vector<CategoryLevel> cats;
+  std::vector<float> cat_cls, classes;
+  int gh = 0, gw = 0, d = 0;
+  try {
+    if (model.at("method") != "lightcluster") throw InvalidArgument(model_name + ": not a LightCluster model");
+    const json& st = model.at("settings");
+    LightClusterParams& p = run.params;
+    p.vote = st.at("vote").get<int>();
+    p.fg_rule = st.at("fg_rule").get<std::string>();
+    p.max_iterations = st.at("max_iterations").get<int>();
+    p.tolerance = st.at("tolerance").get<double>();
+    run.refine = st.at("refine").get<std::string>();
+    run.region_embed = st.at("region_embed").get<std::string>();
+    run.min_component = st.at("min_component").get<double>();
+    run.jbu_spatial_sigma = st.value("jbu_spatial_sigma", 1.0);
+    run.jbu_range_sigma = st.value("jbu_range_sigma", 0.1);
+    gh = model.at("keys").at("grid").at(0).get<int>();
+    gw = model.at("keys").at("grid").at(1).get<int>();
+    d = model.at("keys").at("dim").get<int>();
+    level.fg = model.at("dataset").at("fg").get<std::vector<float>>();
+    level.bg = model.at("dataset").at("bg").get<std::vector<float>>();
+    for (const auto& c : model.at("categories")) {
+      cats.push_back({c.at("fg").get<std::vector<float>>(), c.at("bg").get<std::vector<float>>()});
+      const auto v = c.at("cls").get<std::vector<float>>();
+      cat_cls.insert(cat_cls.end(), v.begin(), v.end());
+    }
+    for (const auto& c : model.at("classes")) {
+      const auto v = c.get<std::vector<float>>();
+      classes.insert(classes.end(), v.begin(), v.end());
+    }
+    if (cats.empty() || static_cast<int>(level.fg.size()) != d) throw InvalidArgument(model_name + ": inconsistent centroids");
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw InvalidArgument(model_name + ": not a LightCluster model (" + one_line_message(e) + ")");
+  }
+  check_params(run.params);
+  LightClusterResult result;
+  result.model = model;
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  for (size_t m = 0; m < images.size(); ++m) {
+    LightClusterImage im;
+    im.image = images[m];
+    try {
+      const cv::Mat rgb = read_rgb(images[m]).rgb;
+      const Attention a = engine.attention(rgb);
+      const FeatureMap& keys = require_feature(a, "keys", "lightcluster");
+      const FeatureMap& cls = require_feature(a, "cls", "lightcluster");
+      if (keys.h != gh || keys.w != gw || keys.dim != d)
+        throw InvalidArgument(model_name + ": made with " + std::to_string(gh) + "x" + std::to_string(gw) + "x" +
+                              std::to_string(d) + " keys, the source gives " + std::to_string(keys.h) + "x" +
+                              std::to_string(keys.w) + "x" + std::to_string(keys.dim));
+      im.category = nearest(cat_cls, unit(cls.data));
+      const ImageMask pm = image_patch_mask({keys.data.data(), gh, gw, d}, level, cats[im.category], run.params);
+      Regions reg = regions_of(engine, rgb, a, pm, gh, gw, run);
+      std::vector<int> class_of(reg.embeddings.size());
+      for (size_t r = 0; r < reg.embeddings.size(); ++r) class_of[r] = classes.empty() ? 0 : nearest(classes, reg.embeddings[r]);
+      for (int y = 0; y < reg.labels.rows; ++y)
+        for (int x = 0; x < reg.labels.cols; ++x) {
+          uint16_t& v = reg.labels.at<uint16_t>(y, x);
+          if (v) v = static_cast<uint16_t>(1 + class_of[v - 1]);
+        }
+      im.regions = static_cast<int>(reg.embeddings.size());
+      im.labels = (fs::path(out_dir) / (fs::path(images[m]).stem().string() + ".png")).string();
+      write_png_atomic(im.labels, reg.labels);
+    } catch (const InvalidArgument&) {
+      throw;
+    } catch (const std::exception& e) {
+      im.error = one_line_message(e);
+      ++result.failures;
+    }
+    result.images.push_back(im);
+    if (progress) progress("labels", static_cast<int>(m + 1), static_cast<int>(images.size()));
+  }
   return result;
 }
 

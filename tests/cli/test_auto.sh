@@ -75,6 +75,15 @@ model = json.load(open('$TMP/lc_out/lightcluster.json'))
 assert model['settings']['vote'] == 2 and len(model['categories']) == 2 and 1 <= len(model['classes']) <= 3, model.keys()
 assert len(model['dataset']['fg']) == 32 and model['keys']['grid'] == [8, 8]"
 check "lightcluster: no work folder left" test ! -e $TMP/lc_out/.lightcluster-work
+# The model labels images without clustering: on the same images, the same labels.
+expect_ok env M2N2_CACHE_DIR=$TMP/lc_cache $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_apply \
+  --source torchscript:$ROOT/models/tiny-vit-features.pt --model $TMP/lc_out/lightcluster.json -q
+for f in $TMP/lc_out/im*.png; do
+  check "lightcluster --model: same labels for $(basename $f)" cmp -s $f $TMP/lc_apply/$(basename $f)
+done
+printf '{"method": "other"}' > $TMP/bad_model.json
+expect_error 2 "bad_model.json\|model" $M2N2 auto --method lightcluster --images $TMP/lc --out $TMP/lc_apply2 \
+  --source torchscript:$ROOT/models/tiny-vit-features.pt --model $TMP/bad_model.json -q
 # An image that cannot be read: exit 1, the others labelled, the work folder kept; the
 # same run again resumes from it (every mask reused) and writes the same labels.
 cp -r $TMP/lc $TMP/lc2

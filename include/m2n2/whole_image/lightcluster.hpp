@@ -59,6 +59,8 @@ DatasetLevel fit_dataset_level(const std::vector<float>& sample, int d, const st
 // Category level, part 1 (spec A4): each image's category from its CLS descriptor
 // (unit rows, one per image): spherical k-means into min(categories, images) groups.
 std::vector<int> image_categories(const std::vector<float>& cls, int d, const LightClusterParams& p);
+// The same with the categories' CLS centroids (to place new images).
+KMeans fit_image_categories(const std::vector<float>& cls, int d, const LightClusterParams& p);
 
 // One image's keys (raw, n = h·w rows of d values; row-major over the patch grid).
 struct ImageKeys {
@@ -147,5 +149,15 @@ struct LightClusterResult {
 LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::string>& images, const std::string& out_dir,
                                     const LightClusterRun& run,
                                     const std::function<void(const std::string&, int, int)>& progress = {});
+
+// Labels new images with a model that run_lightcluster wrote (lightcluster.json): each
+// image's category is the nearest CLS centroid, its patch masks come from that category's
+// and the dataset's centroids, and each region's class is the nearest class centroid; no
+// clustering. The model's settings apply. OUT/<stem>.png as run_lightcluster writes them.
+// A model that is not one (or was made with other keys) is an InvalidArgument naming
+// `model_name`.
+LightClusterResult apply_lightcluster(Engine& engine, const std::vector<std::string>& images, const std::string& out_dir,
+                                      const nlohmann::json& model, const std::string& model_name,
+                                      const std::function<void(const std::string&, int, int)>& progress = {});
 
 }  // namespace m2n2
