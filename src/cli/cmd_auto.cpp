@@ -180,6 +180,11 @@ void register_auto(CLI::App& app, int& code) {
   sub->add_option("--region-embed", lc.region_embed, "crop (CLS of a pass on the region's box) or pool (mean patch tokens)")
       ->capture_default_str()
       ->group(g3);
+  sub->add_option("--high-norm", lc.params.high_norm,
+                  "Leave high-norm key tokens out of the fits, labelled from their neighbours: auto (DINOv2 without "
+                  "registers), on or off")
+      ->capture_default_str()
+      ->group(g3);
   sub->add_option("--sample", lc.params.sample, "Patches in the dataset-level fit at most")->capture_default_str()->group(g3);
   sub->add_option("--seed", lc.params.seed, "k-means seed")->capture_default_str()->group(g3);
   sub->add_option("--model", o->lightcluster_model,

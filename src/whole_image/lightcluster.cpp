@@ -17,6 +17,8 @@ void check_params(const LightClusterParams& p) {
   if (!(p.tolerance >= 0)) throw InvalidArgument("--tolerance must be >= 0");
   if (p.categories < 1) throw InvalidArgument("--categories must be at least 1");
   if (p.vote < 1 || p.vote > 3) throw InvalidArgument("--vote must be 1, 2 or 3, got " + std::to_string(p.vote));
+  if (p.high_norm != "auto" && p.high_norm != "on" && p.high_norm != "off")
+    throw InvalidArgument("--high-norm: expected auto, on or off, got '" + p.high_norm + "'");
   if (p.fg_rule != "border" && p.fg_rule != "cls-attn")
     throw InvalidArgument("--fg-rule: expected border or cls-attn, got '" + p.fg_rule + "'");
 }
@@ -225,8 +227,30 @@ CategoryLevel fit_category_level(const std::vector<float>& sample, int d, const 
   return out;
 }
 
+std::vector<uint8_t> high_norm_tokens(const float* keys, int64_t n, int d, double k) {
+  std::vector<double> norm(n);
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int j = 0; j < d; ++j) s += static_cast<double>(keys[i * d + j]) * keys[i * d + j];
+    norm[i] = std::sqrt(s);
+  }
+  auto median = [](std::vector<double> v) {
+    if (v.empty()) return 0.0;
+    std::nth_element(v.begin(), v.begin() + static_cast<int64_t>(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  };
+  const double med = median(norm);
+  std::vector<double> dev(n);
+  for (int64_t i = 0; i < n; ++i) dev[i] = std::fabs(norm[i] - med);
+  const double mad = median(dev);
+  std::vector<uint8_t> out(n, 0);
+  if (mad > 0)
+    for (int64_t i = 0; i < n; ++i) out[i] = norm[i] > med + k * mad;
+  return out;
+}
+
 ImageMask image_patch_mask(const ImageKeys& im, const DatasetLevel& dataset, const CategoryLevel& category,
-                           const LightClusterParams& p) {
+                           const LightClusterParams& p, const std::vector<uint8_t>* outliers) {
   const int d = im.d;
   if (im.h <= 0 || im.w <= 0 || !im.keys || static_cast<int>(dataset.fg.size()) != d ||
       static_cast<int>(category.fg.size()) != d)
@@ -249,13 +273,51 @@ ImageMask image_patch_mask(const ImageKeys& im, const DatasetLevel& dataset, con
     out.dataset[i] = ld[i] == 0;
     out.category[i] = lc[i] == 0;
   }
-  // Image level from the category's centroids; a side left with < 2 patches keeps y^C.
-  const KMeans img = spherical_kmeans(u, d, 2, cs, p);
-  const int64_t fg_count = std::count(img.labels.begin(), img.labels.end(), 0);
-  for (int64_t i = 0; i < n; ++i) out.image[i] = (fg_count < 2 || n - fg_count < 2) ? out.category[i] : img.labels[i] == 0;
+  // Image level from the category's centroids, fitted without the outlier patches; a
+  // side left with < 2 patches keeps y^C.
+  const bool drop = outliers && std::any_of(outliers->begin(), outliers->end(), [](uint8_t v) { return v != 0; });
+  std::vector<float> fit;
+  if (drop) {
+    for (int64_t i = 0; i < n; ++i)
+      if (!(*outliers)[i]) fit.insert(fit.end(), u.begin() + i * d, u.begin() + (i + 1) * d);
+  }
+  std::vector<int> li;
+  int64_t fit_n = n;
+  if (drop && !fit.empty()) {
+    const KMeans img = spherical_kmeans(fit, d, 2, cs, p);
+    assign(u, d, img.centroids, 2, li);
+    fit_n = static_cast<int64_t>(fit.size()) / d;
+  } else {
+    li = spherical_kmeans(u, d, 2, cs, p).labels;
+  }
+  int64_t fg_count = 0;
+  for (int64_t i = 0; i < n; ++i) fg_count += li[i] == 0 && !(drop && (*outliers)[i]);
+  for (int64_t i = 0; i < n; ++i) out.image[i] = (fg_count < 2 || fit_n - fg_count < 2) ? out.category[i] : li[i] == 0;
   for (int64_t i = 0; i < n; ++i) {
     out.fg[i] = vote_foreground(out.dataset[i], out.category[i], out.image[i], p.vote);
     out.score[i] = static_cast<float>(out.dataset[i] + out.category[i] + out.image[i]) / 3.0f;
+  }
+  if (drop) {  // an outlier patch takes the majority of its non-outlier 4-neighbours
+    const std::vector<uint8_t> fg0 = out.fg;
+    const std::vector<float> s0 = out.score;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!(*outliers)[i]) continue;
+      const int y = static_cast<int>(i / im.w), x = static_cast<int>(i % im.w);
+      int votes = 0, count = 0;
+      float score = 0;
+      const int nb[4][2] = {{-1, 0}, {1, 0}, {0, -1}, {0, 1}};
+      for (const auto& o : nb) {
+        const int yy = y + o[0], xx = x + o[1];
+        if (yy < 0 || xx < 0 || yy >= im.h || xx >= im.w) continue;
+        const int64_t j = static_cast<int64_t>(yy) * im.w + xx;
+        if ((*outliers)[j]) continue;
+        votes += fg0[j];
+        score += s0[j];
+        ++count;
+      }
+      out.fg[i] = count > 0 && 2 * votes > count;
+      out.score[i] = count > 0 ? score / static_cast<float>(count) : 0.0f;
+    }
   }
   empty_guard(out.fg, out.image);
   return out;

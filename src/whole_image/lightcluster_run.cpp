@@ -1,5 +1,7 @@
 // LightCluster over a folder (spec lightcluster.md A2–A8): features through the engine,
 // the three levels per category, refinement, components, class labels from CLS tokens.
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -99,6 +101,24 @@ Regions regions_of(Engine& engine, const cv::Mat& rgb, const Attention& a, const
   return out;
 }
 
+// Whether high-norm tokens are left out (spec A9): on, off, or auto = the archive is a
+// DINOv2 without registers (its metadata says so).
+bool drop_high_norm(const LightClusterParams& p, const Attention& a) {
+  if (p.high_norm != "auto") return p.high_norm == "on";
+  const auto it = a.meta.find("metadata");
+  if (it == a.meta.end()) return false;
+  const json meta = json::parse(it->second, nullptr, false);
+  if (meta.is_discarded()) return false;
+  std::string id = meta.value("model_id", "");
+  std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return std::tolower(c); });
+  const json prefix = meta.value("prefix_tokens", json::object());
+  return id.find("dinov2") != std::string::npos && prefix.value("registers", 0) == 0;
+}
+
+std::vector<uint8_t> outliers_of(const FeatureMap& keys, bool drop) {
+  return drop ? high_norm_tokens(keys.data.data(), keys.rows(), keys.dim) : std::vector<uint8_t>();
+}
+
 // The nearest of k unit centroids (k×d) to a unit vector.
 int nearest(const std::vector<float>& centroids, const std::vector<float>& v) {
   const int d = static_cast<int>(v.size());
@@ -123,7 +143,8 @@ json settings_json(const LightClusterRun& run) {
           {"vote", p.vote},              {"fg_rule", p.fg_rule},
           {"classes", run.classes},      {"refine", run.refine},
           {"region_embed", run.region_embed}, {"min_component", run.min_component},
-          {"jbu_spatial_sigma", run.jbu_spatial_sigma}, {"jbu_range_sigma", run.jbu_range_sigma}};
+          {"jbu_spatial_sigma", run.jbu_spatial_sigma}, {"jbu_range_sigma", run.jbu_range_sigma},
+          {"high_norm", p.high_norm}};
 }
 
 }  // namespace
@@ -155,6 +176,7 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
   std::mt19937_64 rng(p.seed);
   int64_t seen_patches = 0;
   const bool cls_attn = p.fg_rule == "cls-attn";
+  bool high_norm = false;
   for (int m = 0; m < n_img; ++m) {
     out[m].image = images[m];
     seen[m].path = images[m];
@@ -175,7 +197,10 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
                     " differ from the first image's " + std::to_string(gh) + "x" + std::to_string(gw) + "x" + std::to_string(d));
       }
       const std::vector<float> u = unit_rows(keys.data.data(), keys.rows(), d);
+      high_norm = drop_high_norm(p, a);  // the same for every image of one source
+      const std::vector<uint8_t> skip = outliers_of(keys, high_norm);
       for (int64_t i = 0; i < keys.rows(); ++i, ++seen_patches) {
+        if (!skip.empty() && skip[i]) continue;  // not in the fits
         const int y = static_cast<int>(i / gw), x = static_cast<int>(i % gw);
         const uint8_t b = y == 0 || x == 0 || y == gh - 1 || x == gw - 1;
         int64_t slot = static_cast<int64_t>(border.size());
@@ -274,7 +299,9 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
       const Attention a = engine.attention(read_rgb(seen[m].path).rgb);  // a cache hit when the cache is on
       const FeatureMap& keys = require_feature(a, "keys", "lightcluster");
       const std::vector<float> u = unit_rows(keys.data.data(), keys.rows(), d);
+      const std::vector<uint8_t> skip = outliers_of(keys, high_norm);
       for (int64_t i = 0; i < keys.rows(); ++i, ++cat_seen) {
+        if (!skip.empty() && skip[i]) continue;
         int64_t slot = static_cast<int64_t>(cat_sample.size()) / d;
         if (slot >= p.sample) {
           slot = std::uniform_int_distribution<int64_t>(0, cat_seen)(cat_rng);
@@ -299,7 +326,8 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
         const cv::Mat rgb = read_rgb(seen[m].path).rgb;
         const Attention a = engine.attention(rgb);
         const FeatureMap& keys = require_feature(a, "keys", "lightcluster");
-        const ImageMask pm = image_patch_mask({keys.data.data(), gh, gw, d}, level, cat, p);
+        const std::vector<uint8_t> skip = outliers_of(keys, high_norm);
+        const ImageMask pm = image_patch_mask({keys.data.data(), gh, gw, d}, level, cat, p, skip.empty() ? nullptr : &skip);
         const Regions reg = regions_of(engine, rgb, a, pm, gh, gw, run);
         json saved = json::array();
         for (size_t r = 0; r < reg.embeddings.size(); ++r) {
@@ -371,7 +399,7 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
   }
   result.model = {{"method", "lightcluster"},
                   {"source", engine.source_id()},
-                  {"keys", {{"grid", {gh, gw}}, {"dim", d}}},
+                  {"keys", {{"grid", {gh, gw}}, {"dim", d}, {"high_norm_filtered", high_norm}}},
                   {"settings", settings_json(run)},
                   {"dataset",
                    {{"fg", level.fg}, {"bg", level.bg}, {"border_share_fg", level.border_share_fg},
@@ -406,6 +434,7 @@ LightClusterResult apply_lightcluster(Engine& engine, const std::vector<std::str
     run.min_component = st.at("min_component").get<double>();
     run.jbu_spatial_sigma = st.value("jbu_spatial_sigma", 1.0);
     run.jbu_range_sigma = st.value("jbu_range_sigma", 0.1);
+    p.high_norm = st.value("high_norm", std::string("auto"));
     gh = model.at("keys").at("grid").at(0).get<int>();
     gw = model.at("keys").at("grid").at(1).get<int>();
     d = model.at("keys").at("dim").get<int>();
@@ -444,7 +473,9 @@ LightClusterResult apply_lightcluster(Engine& engine, const std::vector<std::str
                               std::to_string(d) + " keys, the source gives " + std::to_string(keys.h) + "x" +
                               std::to_string(keys.w) + "x" + std::to_string(keys.dim));
       im.category = nearest(cat_cls, unit(cls.data));
-      const ImageMask pm = image_patch_mask({keys.data.data(), gh, gw, d}, level, cats[im.category], run.params);
+      const std::vector<uint8_t> skip = outliers_of(keys, drop_high_norm(run.params, a));
+      const ImageMask pm =
+          image_patch_mask({keys.data.data(), gh, gw, d}, level, cats[im.category], run.params, skip.empty() ? nullptr : &skip);
       Regions reg = regions_of(engine, rgb, a, pm, gh, gw, run);
       std::vector<int> class_of(reg.embeddings.size());
       for (size_t r = 0; r < reg.embeddings.size(); ++r) class_of[r] = classes.empty() ? 0 : nearest(classes, reg.embeddings[r]);

@@ -3,6 +3,7 @@
 // plus noise, the rest a shared background direction plus noise.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "m2n2/core/error.hpp"
@@ -183,4 +184,31 @@ TEST(LightCluster, SphericalKMeansIsDeterministicAndHandlesFewPoints) {
   const std::vector<float> two(u.begin(), u.begin() + 2 * D);
   EXPECT_EQ(spherical_kmeans(two, D, 5, {}, p).labels.size(), 2u);  // more clusters than points
   EXPECT_THROW(spherical_kmeans({}, D, 2, {}, p), InvalidArgument);
+}
+
+// DINOv2 without registers has a few high-norm artefact tokens (spec A9): planted here in
+// the background with the object's direction, they would be foreground at every level;
+// left out of the fits, they take their neighbours' label.
+TEST(LightCluster, HighNormTokensAreLeftOutAndLabelledFromTheirNeighbours) {
+  Dataset ds = make();
+  auto& k = ds.keys[0];
+  const std::vector<int> planted = {1 * G + 1, 10 * G + 2, 2 * G + 10};  // background patches
+  const int inside = 5 * G + 5;                                          // an object patch
+  for (int i : planted)
+    for (int j = 0; j < D; ++j) k[static_cast<size_t>(i) * D + j] = 50.0f * k[static_cast<size_t>(inside) * D + j];
+  const auto flagged = high_norm_tokens(k.data(), N, D);
+  for (int i = 0; i < N; ++i)
+    EXPECT_EQ(flagged[i] != 0, std::find(planted.begin(), planted.end(), i) != planted.end()) << "patch " << i;
+  const LightClusterParams p = params();
+  const Outcome r = run(ds, p);
+  const ImageKeys im{k.data(), G, G, D};
+  CategoryLevel cat{r.level.fg, r.level.bg};
+  const ImageMask plain = image_patch_mask(im, r.level, cat, p);
+  const ImageMask filtered = image_patch_mask(im, r.level, cat, p, &flagged);
+  for (int i : planted) {
+    EXPECT_EQ(plain.fg[i], 1) << "the artefact looks like the object without the filter";
+    EXPECT_EQ(filtered.fg[i], 0) << "patch " << i;
+  }
+  EXPECT_GE(square_iou(filtered.fg), 0.95);
+  EXPECT_THROW(check_params([] { LightClusterParams q; q.high_norm = "maybe"; return q; }()), InvalidArgument);
 }

@@ -24,6 +24,9 @@ struct LightClusterParams {
   int vote = 2;             // foreground iff at least this many levels say so (1 union, 3 intersection)
   std::string fg_rule = "border";  // border: the cluster with the smaller share of border patches;
                                    // cls-attn: the cluster with more CLS attention
+  // Leave high-norm key tokens (median + 6·MAD of their image) out of the fits and label them
+  // from their neighbours: "auto" = when the archive is a DINOv2 without registers.
+  std::string high_norm = "auto";  // auto | on | off
 };
 
 // Throws InvalidArgument naming the first setting out of range.
@@ -90,8 +93,13 @@ struct ImageMask {
   std::vector<uint8_t> fg, dataset, category, image;  // h·w each, 1 = foreground
   std::vector<float> score;                           // votes / 3
 };
+// `outliers` (optional, h·w): patches left out of the image-level fit; each then takes the
+// majority label of its other 4-neighbours (spec A9, for DINOv2 without registers).
 ImageMask image_patch_mask(const ImageKeys& image, const DatasetLevel& dataset, const CategoryLevel& category,
-                           const LightClusterParams& p);
+                           const LightClusterParams& p, const std::vector<uint8_t>* outliers = nullptr);
+
+// High-norm artefact tokens (spec A9): keys whose norm exceeds median + k·MAD of the image's.
+std::vector<uint8_t> high_norm_tokens(const float* keys, int64_t n, int d, double k = 6.0);
 
 struct PatchMasks {
   std::vector<std::vector<uint8_t>> fg;    // per image, h·w, 1 = foreground
