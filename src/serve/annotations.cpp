@@ -89,14 +89,15 @@ std::string AnnotationStore::mask_path(const std::string& image, const std::stri
 }
 
 nlohmann::json AnnotationStore::save(const std::string& image, const std::string& id, const std::vector<Click>& clicks,
-                                     const Segmenter::Result& result, const cv::Mat& rgb) {
+                                     const Segmenter::Result& result) {
   const std::string path = mask_path(image, id);
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
   if (ec) throw Error(fs::path(path).parent_path().string() + ": cannot create output folder (" + ec.message() + ")");
   SaveOptions options;
   options.overwrite = true;
-  nlohmann::json j = save_result(path, result, rgb, clicks, options);
+  // Only the mask is written (no overlay), so the image itself is not needed.
+  nlohmann::json j = save_result(path, result, cv::Mat(), clicks, options);
   std::lock_guard<std::mutex> lock(mu_);
   auto& objects = saved_[image];
   auto same = std::find_if(objects.begin(), objects.end(), [&](const Object& o) { return o.id == id; });

@@ -36,7 +36,7 @@ class AnnotationStore {
   // Writes one object's mask (replacing an earlier one) and records its clicks; call
   // commit() after the objects of a request to rewrite the click file.
   nlohmann::json save(const std::string& image, const std::string& id, const std::vector<Click>& clicks,
-                      const Segmenter::Result& result, const cv::Mat& rgb);
+                      const Segmenter::Result& result);
   // Forgets an object and removes its mask; false if it was not saved.
   bool remove(const std::string& image, const std::string& id);
   // Rewrites the click file (temporary file + rename: never half-written).

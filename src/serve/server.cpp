@@ -353,8 +353,7 @@ void Server::Impl::routes() {
     json saved = json::array();
     with_session(name, [&](Session& s) {
       for (const auto& os : spec.objects) check_inside(os.clicks, s);
-      const cv::Mat rgb = read_rgb((root / name).string()).rgb;
-      for (const auto& os : spec.objects) saved.push_back(store.save(name, os.id, os.clicks, s.segment(os.clicks), rgb));
+      for (const auto& os : spec.objects) saved.push_back(store.save(name, os.id, os.clicks, s.segment(os.clicks)));
     });
     store.commit();
     send_json(res, {{"image", name}, {"saved", saved}, {"click_file", store.click_file()}});
