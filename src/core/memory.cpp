@@ -1,11 +1,18 @@
 #include "m2n2/core/memory.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
 #include "m2n2/core/error.hpp"
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace m2n2 {
 
@@ -66,6 +73,17 @@ void check_memory(double needed, double limit, double available, const std::stri
     throw MemoryError(what + " needs about " + format_bytes(needed) + " but only " + format_bytes(avail) +
                       (user_limit ? " is allowed (--max-memory)" : " is available on the " + device) + "; " + hint);
   }
+}
+
+std::shared_ptr<float[]> allocate_large_floats(std::size_t n) {
+  constexpr std::size_t kAlign = std::size_t{2} << 20;
+  const std::size_t bytes = std::max<std::size_t>(kAlign, (n * sizeof(float) + kAlign - 1) / kAlign * kAlign);
+  void* p = std::aligned_alloc(kAlign, bytes);
+  if (!p) throw std::bad_alloc();
+#ifdef __linux__
+  madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without huge pages it is a no-op
+#endif
+  return std::shared_ptr<float[]>(static_cast<float*>(p), [](float* q) { std::free(q); });
 }
 
 }  // namespace m2n2

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "m2n2/core/error.hpp"
+#include "m2n2/core/memory.hpp"
 
 namespace m2n2 {
 
@@ -141,25 +142,117 @@ inline float fast_exp(float x) {
   return p * keep;
 }
 
-// w[i] = spatial[i] · exp(-k·|I(q_i) − I(p)|²) over one window row.
-// Built for AVX-512, AVX2 and baseline x86-64; the loader picks the best one.
+}  // namespace
+
+namespace {
+
+// The table is built for L consecutive pixels of one image row at a time, one pixel
+// per SIMD lane. The loop runs over the neighbour columns q that any lane's window
+// reaches, so the neighbour's colour and its bilinear grid column and weights are
+// the same for all lanes, and only the spatial weight differs: it is read from the
+// window row stored reversed and zero-padded, where lane j finds its offset q − p_j
+// at position j of a contiguous load. Neighbours outside a lane's window get spatial
+// weight 0. Columns sharing a grid column are summed in registers first.
+constexpr int kLanes = 16;
+
+struct TableInput {
+  const float *R, *G, *B;  // colour planes of the image, row-major
+  const int* cell;         // left grid column a of the bilinear pair, per image column
+  const float *l0, *l1;    // weights of a and a+1 (l1 = 0 where the pair is clamped to one column)
+  int H, W, KY, NXC;
+  float k;
+};
+
+struct WindowRow {
+  int dy, dx_min, dx_max;
+  // spatial weight of offset dx at rev[pad + dx_max − dx], zero elsewhere (pad = L − 1 on both sides)
+  const float* rev;
+};
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void weights(const float* __restrict R, const float* __restrict G, const float* __restrict B,
-             const float* __restrict spatial, float pr, float pg, float pb, float k, int n, float* __restrict w) {
-  for (int i = 0; i < n; ++i) {
-    const float dr = R[i] - pr, dg = G[i] - pg, db = B[i] - pb;
-    w[i] = spatial[i] * fast_exp(-k * (dr * dr + dg * dg + db * db));
+void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py, int px0, int lo_blk,
+                 int cy_lo, const int* cy0, const int* cy_off, const float* ay0, const float* ay1,
+                 float* __restrict accY, float* __restrict accX, double* __restrict wsum) {
+  constexpr int L = kLanes;
+  const int NXC = in.NXC;
+  std::fill(accY, accY + static_cast<size_t>(in.KY + 1) * NXC * L, 0.0f);
+  for (int j = 0; j < L; ++j) wsum[j] = 0;
+  // Lanes past the image's right edge repeat its last pixel; they are never written out.
+  float pr[L], pg[L], pb[L];
+  for (int j = 0; j < L; ++j) {
+    const size_t i = static_cast<size_t>(py) * in.W + std::min(px0 + j, in.W - 1);
+    pr[j] = in.R[i];
+    pg[j] = in.G[i];
+    pb[j] = in.B[i];
+  }
+  const float k = in.k;
+  for (int r = 0; r < n_rows; ++r) {
+    const WindowRow& row = rows[r];
+    const int qy = py + row.dy;
+    if (qy < 0 || qy >= in.H) continue;
+    const int q_lo = std::max(0, px0 + row.dx_min), q_hi = std::min(in.W - 1, px0 + L - 1 + row.dx_max);
+    if (q_lo > q_hi) continue;
+    const float* R = in.R + static_cast<size_t>(qy) * in.W;
+    const float* G = in.G + static_cast<size_t>(qy) * in.W;
+    const float* B = in.B + static_cast<size_t>(qy) * in.W;
+    // rev[base − q + j] is the spatial weight of lane j's offset q − (px0 + j).
+    const float* rev = row.rev + (L - 1) + row.dx_max + px0;
+    float rs[L] = {};
+    const int c_first = in.cell[q_lo] - lo_blk;
+    int c_last = c_first;
+    for (int q = q_lo; q <= q_hi;) {
+      const int c = in.cell[q];
+      float s0[L] = {}, s1[L] = {};
+      for (; q <= q_hi && in.cell[q] == c; ++q) {
+        const float cr = R[q], cg = G[q], cb = B[q], w0 = in.l0[q], w1 = in.l1[q];
+        const float* sp = rev - q;
+#pragma omp simd
+        for (int j = 0; j < L; ++j) {
+          const float dr = cr - pr[j], dg = cg - pg[j], db = cb - pb[j];
+          const float w = sp[j] * fast_exp(-k * (dr * dr + dg * dg + db * db));
+          rs[j] += w;
+          s0[j] += w * w0;
+          s1[j] += w * w1;
+        }
+      }
+      c_last = c - lo_blk;
+      float* a0 = accX + static_cast<size_t>(c_last) * L;
+      float* a1 = a0 + L;
+      for (int j = 0; j < L; ++j) {
+        a0[j] += s0[j];
+        a1[j] += s1[j];
+      }
+    }
+    // Fold the row into the block's rows ky and ky + 1 with the bilinear y-weights;
+    // accX is all zero before each row: it starts so, and each row clears what it used.
+    const int ky = cy0[qy] - cy_lo;
+    float* y0 = accY + static_cast<size_t>(ky) * NXC * L;
+    float* y1 = accY + static_cast<size_t>(ky + cy_off[qy]) * NXC * L;
+    const float b0 = ay0[qy], b1 = ay1[qy];
+    for (int i = c_first * L; i < (c_last + 2) * L; ++i) {
+      y0[i] += accX[i] * b0;
+      y1[i] += accX[i] * b1;
+      accX[i] = 0.0f;
+    }
+    for (int j = 0; j < L; ++j) wsum[j] += rs[j];
   }
 }
 
 }  // namespace
 
 void JointBilateralUpsampler::build_table() {
-  const int KX = ax_.cells, KY = ay_.cells, KB = KX * KY;
-  table_.assign(static_cast<size_t>(H_) * W_ * KB, 0.0f);
-  // Colour planes in units of 1/255, for contiguous (vectorisable) loads.
+  const int KX = ax_.cells, KY = ay_.cells, KB = KX * KY, L = kLanes;
+  // Every entry is written below, so the buffer starts uninitialised.
+  table_size_ = static_cast<size_t>(H_) * W_ * KB;
+  table_ = allocate_large_floats(table_size_);
+  std::vector<float> l0(W_), l1(W_);
+  for (int x = 0; x < W_; ++x) {
+    // Where the bilinear pair is clamped to one column (off = 0) all weight stays on it.
+    l1[x] = ax_.off[x] == 1 ? ax_.l1[x] : 0.0f;
+    l0[x] = ax_.off[x] == 1 ? ax_.l0[x] : 1.0f;
+  }
   const size_t P = static_cast<size_t>(H_) * W_;
   std::vector<float> planes(3 * P);
   for (int y = 0; y < H_; ++y) {
@@ -167,67 +260,47 @@ void JointBilateralUpsampler::build_table() {
     for (int x = 0; x < W_; ++x)
       for (int c = 0; c < 3; ++c) planes[c * P + static_cast<size_t>(y) * W_ + x] = row[3 * x + c];
   }
+  // Window rows with their spatial weights reversed and zero-padded by L − 1.
+  std::vector<std::vector<float>> rev(rows_.size());
+  std::vector<WindowRow> rows;
+  int max_dx = 0;
+  for (size_t r = 0; r < rows_.size(); ++r) {
+    const Row& row = rows_[r];
+    max_dx = std::max({max_dx, -row.dx_min, row.dx_max});
+    const int n = row.dx_max - row.dx_min + 1;
+    rev[r].assign(n + 2 * (L - 1), 0.0f);
+    for (int dx = row.dx_min; dx <= row.dx_max; ++dx) rev[r][L - 1 + row.dx_max - dx] = row.spatial[dx - row.dx_min];
+    rows.push_back({row.dy, row.dx_min, row.dx_max, rev[r].data()});
+  }
+  // Grid columns a block of L pixels can touch, relative to its first pixel's block,
+  // plus one for the a+1 of the last column.
+  int NXC = KX;
+  for (int px0 = 0; px0 < W_; px0 += L)
+    NXC = std::max({NXC, ax_.i0[std::min(W_ - 1, px0 + L - 1 + max_dx)] - ax_.lo[px0] + 2,
+                    ax_.lo[std::min(px0 + L - 1, W_ - 1)] - ax_.lo[px0] + KX});
   // Range weight: Π_c exp(-½((Δ_c/255)/σ_r)²) = exp(-k·Σ_c Δ_c²).
   const float k = static_cast<float>(0.5 / (255.0 * 255.0 * params_.range_sigma * params_.range_sigma));
-  // Runs of window columns that share their left bilinear cell.
-  std::vector<int> run_start;
-  for (int x = 0; x < W_; ++x)
-    if (x == 0 || ax_.i0[x] != ax_.i0[x - 1]) run_start.push_back(x);
-  run_start.push_back(W_);
-  std::vector<int> run_of(W_);
-  for (size_t r = 0; r + 1 < run_start.size(); ++r)
-    for (int x = run_start[r]; x < run_start[r + 1]; ++x) run_of[x] = static_cast<int>(r);
+  const TableInput in{planes.data(), planes.data() + P, planes.data() + 2 * P, ax_.i0.data(), l0.data(), l1.data(),
+                      H_, W_, KY, NXC, k};
+  const std::vector<int> cy_off(ay_.off.begin(), ay_.off.end());
 #pragma omp parallel
   {
-    std::vector<float> acc(KX + 1), w(W_);
-#pragma omp for schedule(dynamic, 4)
+    std::vector<float> accY(static_cast<size_t>(KY + 1) * NXC * L), accX(static_cast<size_t>(NXC + 1) * L, 0.0f);
+    std::vector<double> wsum(L);
+#pragma omp for schedule(dynamic, 2)
     for (int py = 0; py < H_; ++py) {
-      for (int px = 0; px < W_; ++px) {
-        float* C = &table_[(static_cast<size_t>(py) * W_ + px) * KB];
-        const int cx_lo = ax_.lo[px], cy_lo = ay_.lo[py];
-        const size_t pi = static_cast<size_t>(py) * W_ + px;
-        const float pr = planes[pi], pg = planes[P + pi], pb = planes[2 * P + pi];
-        double wsum = 0;
-        for (const Row& row : rows_) {
-          const int qy = py + row.dy;
-          if (qy < 0 || qy >= H_) continue;
-          const int qx0 = std::max(0, px + row.dx_min), qx1 = std::min(W_ - 1, px + row.dx_max);
-          if (qx0 > qx1) continue;
-          const size_t base = static_cast<size_t>(qy) * W_ + qx0;
-          const int n = qx1 - qx0 + 1;
-          weights(planes.data() + base, planes.data() + P + base, planes.data() + 2 * P + base,
-                  row.spatial.data() + (qx0 - px - row.dx_min), pr, pg, pb, k, n, w.data() + qx0);
-          const float* wv = w.data();
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          float rsum = 0;
-          for (int r = run_of[qx0]; run_start[r] <= qx1; ++r) {
-            const int a = std::max(qx0, run_start[r]), b = std::min(qx1 + 1, run_start[r + 1]);
-            float s0 = 0, s1 = 0, s = 0;
-            const float* l0 = ax_.l0.data();
-            const float* l1 = ax_.l1.data();
-#pragma omp simd reduction(+ : s0, s1, s)
-            for (int qx = a; qx < b; ++qx) {
-              s0 += wv[qx] * l0[qx];
-              s1 += wv[qx] * l1[qx];
-              s += wv[qx];
-            }
-            const int kk = ax_.i0[a] - cx_lo;
-            acc[kk] += s0;
-            acc[kk + ax_.off[a]] += s1;
-            rsum += s;
-          }
-          wsum += rsum;
-          const int ky = ay_.i0[qy] - cy_lo;
-          float* c0 = C + ky * KX;
-          float* c1 = C + (ky + ay_.off[qy]) * KX;
-          const float a0 = ay_.l0[qy], a1 = ay_.l1[qy];
-          for (int kx = 0; kx < KX; ++kx) {
-            c0[kx] += acc[kx] * a0;
-            c1[kx] += acc[kx] * a1;
-          }
+      for (int px0 = 0; px0 < W_; px0 += L) {
+        const int lo_blk = ax_.lo[px0];
+        table_block(in, rows.data(), static_cast<int>(rows.size()), py, px0, lo_blk, ay_.lo[py], ay_.i0.data(),
+                    cy_off.data(), ay_.l0.data(), ay_.l1.data(), accY.data(), accX.data(), wsum.data());
+        for (int j = 0; j < L && px0 + j < W_; ++j) {
+          const int px = px0 + j, shift = ax_.lo[px] - lo_blk;
+          const float inv = wsum[j] > 0 ? static_cast<float>(1.0 / wsum[j]) : 0.0f;
+          float* C = &table_[(static_cast<size_t>(py) * W_ + px) * KB];
+          for (int ky = 0; ky < KY; ++ky)
+            for (int kx = 0; kx < KX; ++kx)
+              C[ky * KX + kx] = accY[(static_cast<size_t>(ky) * NXC + kx + shift) * L + j] * inv;
         }
-        const float inv = wsum > 0 ? static_cast<float>(1.0 / wsum) : 0.0f;
-        for (int kb = 0; kb < KB; ++kb) C[kb] *= inv;
       }
     }
   }

@@ -48,3 +48,21 @@ TEST(Upsampling, ConstantStaysConstantAndEdgesStaySharp) {
   EXPECT_LT(out.at<float>(32, 31), 0.25f);
   EXPECT_GT(out.at<float>(32, 32), 0.75f);
 }
+
+// The table is built 16 pixels at a time; widths that leave a partial block, upscale
+// factors from 2 to 13 and unequal axes must all give the direct filter's output.
+TEST(Upsampling, TableEqualsDirectAcrossScalesAndPartialBlocks) {
+  struct Case { int W, H, gw, gh; };
+  for (const Case c : {Case{203, 117, 16, 16}, Case{37, 29, 16, 12}, Case{150, 61, 8, 20}, Case{17, 300, 8, 24}}) {
+    cv::Mat labels(c.H, c.W, CV_8U, cv::Scalar(0));
+    cv::circle(labels, {c.W / 2, c.H / 2}, std::min(c.W, c.H) / 3, cv::Scalar(1), cv::FILLED);
+    const cv::Mat img = test::paint(labels, {{20, 40, 60}, {200, 180, 30}}, 12.0);
+    cv::Mat low(c.gh, c.gw, CV_32F);
+    cv::randu(low, 0, 30);
+    JointBilateralUpsampler tab(img, c.gh, c.gw, JbuParams{});
+    ASSERT_TRUE(tab.tabulated());
+    JointBilateralUpsampler dir(img, c.gh, c.gw, JbuParams{}, 0.0);
+    const cv::Mat a = tab.apply(low), b = dir.apply(low);
+    EXPECT_LE(cv::norm(a, b, cv::NORM_INF), 1e-4 * 30) << c.W << "x" << c.H << " grid " << c.gw << "x" << c.gh;
+  }
+}

@@ -2,6 +2,8 @@
 // align_corners=False convention) followed by a joint bilateral filter guided by
 // the image, as in the M2N2 reference.
 #pragma once
+#include <cstddef>
+#include <memory>
 #include <vector>
 
 #include <opencv2/core.hpp>
@@ -29,8 +31,8 @@ class JointBilateralUpsampler {
   cv::Mat apply(const cv::Mat& low) const;
   // The reference's arithmetic with no table (window sums in float, in offset order).
   cv::Mat apply_direct(const cv::Mat& low) const;
-  bool tabulated() const { return !table_.empty(); }
-  double table_bytes() const { return static_cast<double>(table_.size()) * sizeof(float); }
+  bool tabulated() const { return table_ != nullptr; }
+  double table_bytes() const { return static_cast<double>(table_size_) * sizeof(float); }
   static double estimate_table_bytes(int H, int W, int grid_h, int grid_w, const JbuParams& params);
   // The exact size of the table this upsampler would build.
   static double required_table_bytes(int H, int W, int grid_h, int grid_w, const JbuParams& params);
@@ -56,7 +58,8 @@ class JointBilateralUpsampler {
   Axis ax_, ay_;
   std::vector<Row> rows_;
   float range_lut_[511];
-  std::vector<float> table_;  // H*W*cells_y*cells_x
+  std::shared_ptr<float[]> table_;  // H*W*cells_y*cells_x, shared by copies (read-only once built)
+  std::size_t table_size_ = 0;
 };
 
 }  // namespace m2n2
