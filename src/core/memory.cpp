@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <cstdio>
@@ -73,6 +74,19 @@ void check_memory(double needed, double limit, double available, const std::stri
     throw MemoryError(what + " needs about " + format_bytes(needed) + " but only " + format_bytes(avail) +
                       (user_limit ? " is allowed (--max-memory)" : " is available on the " + device) + "; " + hint);
   }
+}
+
+void advise_huge_pages(void* p, std::size_t bytes) {
+#ifdef __linux__
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  if (bytes < 2 * kHuge) return;
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p), e = a + bytes;
+  const std::uintptr_t lo = (a + kHuge - 1) / kHuge * kHuge, hi = e / kHuge * kHuge;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 std::shared_ptr<float[]> allocate_large_floats(std::size_t n) {

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "m2n2/core/error.hpp"
+#include "m2n2/core/memory.hpp"
 
 namespace m2n2 {
 namespace fs = std::filesystem;
@@ -276,6 +277,8 @@ NpyArray read_npy(const std::string& path) {
     fail(path, "truncated .npy data (" + std::to_string(ec ? 0 : size - std::min<uintmax_t>(size, h.data_off)) +
                    " bytes, shape needs " + std::to_string(need) + ")");
   NpyArray arr = std::move(h.arr);
+  arr.data.reserve(static_cast<size_t>(h.n));  // allocated, not yet written: huge pages can still back it
+  advise_huge_pages(arr.data.data(), static_cast<size_t>(h.n) * sizeof(float));
   arr.data.resize(static_cast<size_t>(h.n));
   if (h.kind == "f4") {
     f.read(reinterpret_cast<char*>(arr.data.data()), static_cast<std::streamsize>(need));

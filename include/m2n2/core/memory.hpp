@@ -25,5 +25,9 @@ void check_memory(double needed, double limit, double available, const std::stri
 // request), so that filling 100 MiB takes ~50 page faults instead of ~26,000.
 // Throws std::bad_alloc when the memory is not there.
 std::shared_ptr<float[]> allocate_large_floats(std::size_t n);
+// Asks for transparent huge pages over the 2 MiB pages inside [p, p + bytes), for a
+// large buffer allocated but not yet written (e.g. after std::vector::reserve).
+// Advice only; does nothing off Linux or for buffers under 4 MiB.
+void advise_huge_pages(void* p, std::size_t bytes);
 
 }  // namespace m2n2
