@@ -240,12 +240,10 @@ ImageRegions image_regions(const cv::Mat& lab, int g, const DefaultSourceSetting
   work *= 100.0;  // Lab with L in 0..100: region_k is in ΔE·pixels
   cv::GaussianBlur(work, work, cv::Size(0, 0), 0.8, 0.8, cv::BORDER_REFLECT);
   ImageRegions ir;
+  std::vector<double> ks;
   double k = s.region_k;
-  for (int sc = 0; sc < s.region_scales; ++sc, k *= 4) {
-    int count = 0;
-    ir.labels.push_back(graph_segmentation(work, k, s.region_min, &count));
-    ir.counts.push_back(count);
-  }
+  for (int sc = 0; sc < s.region_scales; ++sc, k *= 4) ks.push_back(k);
+  ir.labels = graph_segmentation(work, ks, s.region_min, &ir.counts);
   return ir;
 }
 
@@ -290,12 +288,34 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
   m.h = m.w = g;
   m.name = "default/" + std::to_string(g);
   const int64_t n = static_cast<int64_t>(g) * g;
+  m.data.reserve(static_cast<size_t>(n * n));  // not yet written: huge pages can still back it
+  advise_huge_pages(m.data.data(), static_cast<size_t>(n * n) * sizeof(float));
   m.data.resize(static_cast<size_t>(n * n));
   const float ic = static_cast<float>(1.0 / (2.0 * s.sigma_color * s.sigma_color));
   const float sc2 = static_cast<float>(s.sigma_color * s.sigma_color);
   const float ip = static_cast<float>(1.0 / (2.0 * s.sigma_position * s.sigma_position));
   const float ew = static_cast<float>(s.edge_weight);
   const int radius = s.radius > 0 ? std::max(1, s.radius * g / s.grid) : 0;
+  // The intervening-contour samples of a line depend only on the offset (dy, dx)
+  // between the cells: per offset, the samples' fine-grid positions relative to
+  // 2·(iy, ix), as linear offsets into the 2g×2g edge map.
+  const int R = radius > 0 ? radius : g - 1, D = 2 * R + 1, F = 2 * g;
+  std::vector<int> first(static_cast<size_t>(D) * D + 1, 0), samples;
+  if (ew > 0) {
+    for (int dy = -R; dy <= R; ++dy)
+      for (int dx = -R; dx <= R; ++dx) {
+        first[static_cast<size_t>((dy + R) * D + dx + R)] = static_cast<int>(samples.size());
+        if (radius > 0 && dy * dy + dx * dx > radius * radius) continue;
+        const int steps = 2 * std::max(std::abs(dy), std::abs(dx));
+        for (int t = 0; t <= steps; ++t) {
+          const int oy = steps ? static_cast<int>(std::lround((2.0 * dy) * t / steps)) : 0;
+          const int ox = steps ? static_cast<int>(std::lround((2.0 * dx) * t / steps)) : 0;
+          samples.push_back(oy * F + ox);
+        }
+      }
+    first.back() = static_cast<int>(samples.size());
+  }
+  const float* E = ew > 0 ? edges.ptr<float>() : nullptr;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float* row = m.data.data() + i * n;
@@ -324,13 +344,12 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
         // two cell centres, sampled on the fine grid. The query cell's own edges are
         // on every line, its self-attention included, so that a cell lying on an edge
         // does not keep its walk to itself.
-        const int steps = 2 * std::max(std::abs(jy - iy), std::abs(jx - ix));
+        // (Samples at 2·(iy, ix) + offset and one fine cell down-right of it.)
+        const size_t off = static_cast<size_t>((jy - iy + R) * D + jx - ix + R);
+        const float* e = E + (2 * iy) * F + 2 * ix;
         float emax = 0;
-        for (int t = 0; t <= steps; ++t) {
-          const int fy = steps ? 2 * iy + static_cast<int>(std::lround((2.0 * (jy - iy)) * t / steps)) : 2 * iy;
-          const int fx = steps ? 2 * ix + static_cast<int>(std::lround((2.0 * (jx - ix)) * t / steps)) : 2 * ix;
-          emax = std::max(emax, std::max(edges.at<float>(fy, fx), edges.at<float>(fy + 1, fx + 1)));
-        }
+        for (int t = first[off]; t < first[off + 1]; ++t)
+          emax = std::max(emax, std::max(e[samples[t]], e[samples[t] + F + 1]));
         logit -= ew * emax;
       }
       row[j] = logit;

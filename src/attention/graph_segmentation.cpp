@@ -47,7 +47,8 @@ class Forest {
 
 }  // namespace
 
-cv::Mat graph_segmentation(const cv::Mat& image, double k, int min_size, int* count) {
+std::vector<cv::Mat> graph_segmentation(const cv::Mat& image, const std::vector<double>& ks, int min_size,
+                                        std::vector<int>* counts) {
   if (image.empty() || image.type() != CV_32FC3) throw Error("graph segmentation: expected a CV_32FC3 image");
   const int H = image.rows, W = image.cols;
   std::vector<Edge> edges;
@@ -70,27 +71,40 @@ cv::Mat graph_segmentation(const cv::Mat& image, double k, int min_size, int* co
     if (p.a != q.a) return p.a < q.a;
     return p.b < q.b;
   });
-  Forest f(H * W);
-  const float kf = static_cast<float>(k);
-  for (const Edge& e : edges) {
-    const int a = f.find(e.a), b = f.find(e.b);
-    if (a == b) continue;
-    if (e.w <= std::min(f.internal(a) + kf / f.size(a), f.internal(b) + kf / f.size(b))) f.join(a, b, e.w);
+  std::vector<cv::Mat> out;
+  if (counts) counts->clear();
+  std::vector<int> id(static_cast<size_t>(H) * W);
+  for (const double k : ks) {
+    Forest f(H * W);
+    const float kf = static_cast<float>(k);
+    for (const Edge& e : edges) {
+      const int a = f.find(e.a), b = f.find(e.b);
+      if (a == b) continue;
+      if (e.w <= std::min(f.internal(a) + kf / f.size(a), f.internal(b) + kf / f.size(b))) f.join(a, b, e.w);
+    }
+    for (const Edge& e : edges) {
+      const int a = f.find(e.a), b = f.find(e.b);
+      if (a != b && (f.size(a) < min_size || f.size(b) < min_size))
+        f.join(a, b, std::max(e.w, std::max(f.internal(a), f.internal(b))));
+    }
+    cv::Mat labels(H, W, CV_32S);
+    std::fill(id.begin(), id.end(), -1);
+    int n = 0;
+    for (int i = 0; i < H * W; ++i) {
+      const int r = f.find(i);
+      if (id[r] < 0) id[r] = n++;
+      labels.at<int>(i / W, i % W) = id[r];
+    }
+    if (counts) counts->push_back(n);
+    out.push_back(labels);
   }
-  for (const Edge& e : edges) {
-    const int a = f.find(e.a), b = f.find(e.b);
-    if (a != b && (f.size(a) < min_size || f.size(b) < min_size))
-      f.join(a, b, std::max(e.w, std::max(f.internal(a), f.internal(b))));
-  }
-  cv::Mat labels(H, W, CV_32S);
-  std::vector<int> id(static_cast<size_t>(H) * W, -1);
-  int n = 0;
-  for (int i = 0; i < H * W; ++i) {
-    const int r = f.find(i);
-    if (id[r] < 0) id[r] = n++;
-    labels.at<int>(i / W, i % W) = id[r];
-  }
-  if (count) *count = n;
+  return out;
+}
+
+cv::Mat graph_segmentation(const cv::Mat& image, double k, int min_size, int* count) {
+  std::vector<int> counts;
+  cv::Mat labels = graph_segmentation(image, std::vector<double>{k}, min_size, &counts)[0];
+  if (count) *count = counts[0];
   return labels;
 }
 
