@@ -23,10 +23,9 @@ void round_to_fp16(Attention& att) {
       detail::round_device_to_fp16(m);
       continue;
     }
-    for (auto& v : m.data) v = half_to_float(float_to_half(v));
+    round_to_half(m.data.data(), m.data.size());
   }
-  for (auto& f : att.features)
-    for (auto& v : f.data) v = half_to_float(float_to_half(v));
+  for (auto& f : att.features) round_to_half(f.data.data(), f.data.size());
 }
 
 AttentionCache::AttentionCache(std::string dir) : dir_(std::move(dir)) {}

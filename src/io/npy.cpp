@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <limits>
 #include <random>
 #include <sstream>
+#include <vector>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
@@ -76,6 +78,33 @@ uint16_t float_to_half(float f) {
   const uint32_t rem = absx & 0x1fff;
   if (rem > 0x1000 || (rem == 0x1000 && (res & 1))) ++res;
   return sign | static_cast<uint16_t>(res);
+}
+
+void floats_to_halves(const float* in, uint16_t* out, size_t n) {
+  constexpr size_t kChunk = size_t{1} << 20;  // keeps cv::Mat sizes in int range
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < static_cast<int64_t>((n + kChunk - 1) / kChunk); ++c) {
+    const size_t i = static_cast<size_t>(c) * kChunk;
+    const int m = static_cast<int>(std::min(kChunk, n - i));
+    cv::Mat dst(1, m, CV_16F, out + i);
+    cv::Mat(1, m, CV_32F, const_cast<float*>(in + i)).convertTo(dst, CV_16F);
+  }
+}
+
+void round_to_half(float* values, size_t n) {
+  constexpr size_t kChunk = size_t{1} << 16;
+#pragma omp parallel
+  {
+    std::vector<uint16_t> buf(kChunk);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < static_cast<int64_t>((n + kChunk - 1) / kChunk); ++c) {
+      const size_t i = static_cast<size_t>(c) * kChunk;
+      const int m = static_cast<int>(std::min(kChunk, n - i));
+      cv::Mat v(1, m, CV_32F, values + i), h(1, m, CV_16F, buf.data());
+      v.convertTo(h, CV_16F);
+      h.convertTo(v, CV_32F);
+    }
+  }
 }
 
 namespace {
@@ -320,12 +349,11 @@ std::string encode_npy(const float* data, const std::vector<int64_t>& shape, Npy
   if (dtype == NpyDtype::Float32) {
     out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n) * 4);
   } else {
-    std::string buf(static_cast<size_t>(n) * 2, '\0');
-    for (int64_t i = 0; i < n; ++i) {
-      const uint16_t h = float_to_half(data[i]);
-      std::memcpy(&buf[static_cast<size_t>(2 * i)], &h, 2);
-    }
-    out += buf;
+    const size_t at = out.size();
+    out.resize(at + static_cast<size_t>(n) * 2);
+    std::vector<uint16_t> halves(static_cast<size_t>(n));
+    floats_to_halves(data, halves.data(), static_cast<size_t>(n));
+    std::memcpy(&out[at], halves.data(), halves.size() * 2);
   }
   return out;
 }

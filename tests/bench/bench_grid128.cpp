@@ -7,6 +7,9 @@
 //   ./build/tests/m2n2_bench_grid128 cache SOURCE [GRID]   # attention cache: miss vs hit
 //   ./build/tests/m2n2_bench_grid128 precision /tmp/att128.npy [clicks] [encodings]
 //     masks and distance maps per click with fp16, bf16, fp16-row against fp32
+//   ./build/tests/m2n2_bench_grid128 targets A64.npy IMAGE [repetitions]
+//     issue 18's in-process per-image targets (any grid's .npy; 854x480 grid 64 for them),
+//     each figure beside its target; scripts/bench_targets.sh adds the whole-process ones
 // The fixture is a softmax of scaled dot products of smooth random token features
 // (rows peaked on a few hundred keys, the rest tiny), as diffusion self-attention is.
 #include <sys/resource.h>
@@ -23,7 +26,11 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "m2n2/attention/default_source.hpp"
 #include "m2n2/eval/click_simulator.hpp"
+#include "m2n2/interactive/markov_operator.hpp"
+#include "m2n2/interactive/upsampling.hpp"
+#include "m2n2/io/image_io.hpp"
 #include "m2n2/io/npy.hpp"
 #include "m2n2/m2n2.hpp"
 
@@ -312,13 +319,77 @@ int precision(const std::string& path, int n_clicks, const std::string& only) {
 
 }  // namespace
 
+// The per-image stages of issue 18 at 854x480 and grid 64 (medians of `reps`), each
+// printed beside its target; the reference figures are in docs/.
+int targets(const std::string& npy, const std::string& image, int reps) {
+  set_num_threads(0);
+  const cv::Mat rgb = read_rgb(image).rgb;
+  std::vector<double> load, sinkhorn, temperature, table, source, click;
+  AttentionMap map;
+  for (int r = 0; r < reps; ++r) {
+    EngineOptions eo;
+    eo.source = "file:" + npy;  // read and checked when the engine is set up
+    eo.device = Device::Cpu;
+    auto t0 = Clock::now();
+    Engine engine(eo);
+    map = engine.combined_attention(rgb);
+    load.push_back(since(t0));
+    OperatorParams p0;
+    p0.device = Device::Cpu;
+    p0.ipf_iterations = 0;
+    t0 = Clock::now();
+    { MarkovOperator op(map, p0); }
+    temperature.push_back(since(t0));
+    OperatorParams p = p0;
+    p.ipf_iterations = OperatorParams{}.ipf_iterations;
+    t0 = Clock::now();
+    { MarkovOperator op(map, p); }
+    sinkhorn.push_back(since(t0) - temperature.back());
+    t0 = Clock::now();
+    { JointBilateralUpsampler u(rgb, map.h, map.w, JbuParams{}); }
+    table.push_back(since(t0));
+    DefaultSourceSettings ds;
+    ds.grid = map.h;
+    t0 = Clock::now();
+    default_attention(rgb, ds);
+    source.push_back(since(t0));
+    auto session = engine.open(rgb, "bench");
+    session->prepare();
+    t0 = Clock::now();
+    session->segment({{rgb.cols / 2.0, rgb.rows / 2.0, true}});
+    click.push_back(since(t0));
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  bool all = true;
+  auto line = [&](const char* what, double s, double target) {
+    const bool met = s <= target;
+    all = all && met;
+    std::printf("  %-44s %7.3f s   target <= %5.2f s: %s\n", what, s, target, met ? "met" : "NOT met");
+  };
+  std::printf("per-image stages, %dx%d image, grid %dx%d, %d repetition(s), medians:\n", rgb.cols, rgb.rows, map.w,
+              map.h, reps);
+  line(".npy load + validation", median(load), 0.15);
+  line("upsampling table", median(table), 0.40);
+  line("Sinkhorn, 200 iterations (operator - temperature)", median(sinkhorn), 0.50);
+  line("embedded default source, one image", median(source), 0.60);
+  std::printf("  %-44s %7.3f s   (no target; the reference: 87.8 s)\n", "one click on the prepared image", median(click));
+  std::printf("  %-44s %7.3f s   (no target)\n", "temperature", median(temperature));
+  return all ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[1], "precision") == 0)
     return precision(argv[2], argc >= 4 ? std::max(1, std::atoi(argv[3])) : 20, argc >= 5 ? argv[4] : "");
   if (argc >= 3 && std::strcmp(argv[1], "make") == 0) return make(argv[2], argc >= 4 ? std::atof(argv[3]) : 0.6f);
   if (argc >= 3 && std::strcmp(argv[1], "run") == 0) return run(argv[2], argc >= 4 ? std::max(1, std::atoi(argv[3])) : 3);
   if (argc >= 3 && std::strcmp(argv[1], "cache") == 0) return cache(argv[2], argc >= 4 ? std::atoi(argv[3]) : 0);
+  if (argc >= 4 && std::strcmp(argv[1], "targets") == 0)
+    return targets(argv[2], argv[3], argc >= 5 ? std::max(1, std::atoi(argv[4])) : 5);
   std::fprintf(stderr, "usage: %s make FILE.npy [scale] | run FILE.npy [repetitions] | cache SOURCE [GRID] |\n"
-               "       precision FILE.npy [clicks] [fp16,bf16,fp16-row]\n", argv[0]);
+               "       precision FILE.npy [clicks] [fp16,bf16,fp16-row] | targets FILE.npy IMAGE [repetitions]\n",
+               argv[0]);
   return 2;
 }

@@ -29,6 +29,10 @@ void write_npy(const std::string& path, const float* data, const std::vector<int
 
 float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);
+// The same over arrays, vectorised (OpenCV's conversion; round to nearest even, as
+// float_to_half): n floats to halves, and each float rounded to the nearest half in place.
+void floats_to_halves(const float* in, uint16_t* out, size_t n);
+void round_to_half(float* values, size_t n);
 
 // Writes `bytes` to `path` through a temporary file in the same folder and a rename,
 // so that readers never see a half-written file.
