@@ -70,3 +70,22 @@ TEST(GraphSegmentation, RejectsWrongType) {
   EXPECT_THROW(m2n2::graph_segmentation(cv::Mat(4, 4, CV_8UC3), 100.0, 1, &n), m2n2::Error);
   EXPECT_THROW(m2n2::graph_segmentation(cv::Mat(), 100.0, 1, &n), m2n2::Error);
 }
+
+// Several scales at once (edges sorted once) give each scale's own segmentation.
+TEST(GraphSegmentation, SeveralScalesEqualOneCallPerScale) {
+  cv::Mat img(40, 70, CV_32FC3);
+  cv::randu(img, 0, 100);
+  cv::GaussianBlur(img, img, cv::Size(0, 0), 2.0);
+  const std::vector<double> ks = {20, 80, 320, 70000};
+  std::vector<int> counts;
+  const std::vector<cv::Mat> labels = m2n2::graph_segmentation(img, ks, 5, &counts);
+  ASSERT_EQ(labels.size(), ks.size());
+  ASSERT_EQ(counts.size(), ks.size());
+  for (size_t i = 0; i < ks.size(); ++i) {
+    int n = 0;
+    const cv::Mat one = m2n2::graph_segmentation(img, ks[i], 5, &n);
+    EXPECT_EQ(counts[i], n) << ks[i];
+    EXPECT_EQ(cv::countNonZero(one != labels[i]), 0) << ks[i];
+  }
+  EXPECT_GT(counts[0], counts[3]);  // the scales differ
+}
