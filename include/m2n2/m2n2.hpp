@@ -96,6 +96,10 @@ class Session {
   // GPU is retried once on the CPU (with a warning).
   void prepare();
   bool prepared() const;
+  // How many distinct click points this image will get, when known before prepare()
+  // (e.g. from a click file). With at most one, no upsampling table is built: its one
+  // map is filtered directly, which is cheaper. Unknown (the default) builds the table.
+  void expect_points(int n);
 
   cv::Size size() const;          // the image's size: clicks and results are in its pixels
   cv::Size working_size() const;  // the size the method works at (M2N2Params::max_side)

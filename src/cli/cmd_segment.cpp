@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -19,6 +20,16 @@ namespace m2n2::cli {
 namespace fs = std::filesystem;
 
 namespace {
+
+// Distinct pixels among an image's clicks: the distance maps it will need.
+int distinct_points(const std::vector<Click>& clicks) {
+  std::set<std::pair<int, int>> points;
+  for (const Click& c : clicks) {
+    const cv::Point p = click_pixel(c);
+    points.insert({p.x, p.y});
+  }
+  return static_cast<int>(points.size());
+}
 
 struct SegmentOptions {
   CommonOptions common;
@@ -81,12 +92,13 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
       if (ec || !fs::is_directory(out_dir)) throw Error(out_dir.string() + ": cannot create output folder (" + ec.message() + ")");
       // One session per image: the per-click maps are shared between objects.
       auto session = engine.open(li.rgb, spec.image);
+      std::vector<Click> all;
+      for (const auto* os : todo) all.insert(all.end(), os->clicks.begin(), os->clicks.end());
+      session->expect_points(distinct_points(all));
       session->prepare();
       line["attention_ms"] = (session->timings().attention + session->timings().op) * 1000.0;
       const cv::Size work = session->working_size();
       if (work != li.rgb.size()) line["working_size"] = {work.width, work.height};
-      std::vector<Click> all;
-      for (const auto* os : todo) all.insert(all.end(), os->clicks.begin(), os->clicks.end());
       session->prepare_clicks(all);
       for (const auto* os : todo) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -187,6 +199,7 @@ int run_single(const SegmentOptions& o) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   auto session = engine->open(li.rgb, o.image);
+  session->expect_points(distinct_points(clicks));
   session->prepare();
   const double att_s = session->timings().attention + session->timings().op;
   auto res = session->segment(clicks);

@@ -104,6 +104,7 @@ struct Session::Impl {
   std::optional<Attention> attention;  // kept only once a whole-image method asked for it
   SessionTimings timings;
   Device device = Device::Cpu;
+  int expected_points = -1;
 
   Impl(Engine::Impl& e, const cv::Mat& image, std::string n)
       : engine(e), rgb(image), work(fit_max_side(image, e.opt.params.max_side)), name(std::move(n)) {}
@@ -133,6 +134,7 @@ struct Session::Impl {
     M2N2Params p = engine.opt.params;
     p.op = op_params;
     auto s = std::make_unique<Segmenter>(work, op, p, rgb.size());
+    s->expect_points(expected_points);
     progress("table", 0.8);
     const auto t0 = std::chrono::steady_clock::now();
     s->prepare_table();
@@ -163,6 +165,10 @@ Session::~Session() = default;
 
 void Session::prepare() { impl_->prepare(); }
 bool Session::prepared() const { return impl_->seg != nullptr; }
+void Session::expect_points(int n) {
+  impl_->expected_points = n;
+  if (impl_->seg) impl_->seg->expect_points(n);
+}
 cv::Size Session::size() const { return impl_->rgb.size(); }
 cv::Size Session::working_size() const { return impl_->work.size(); }
 const std::string& Session::name() const { return impl_->name; }

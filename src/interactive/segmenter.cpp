@@ -57,7 +57,14 @@ Segmenter::Segmenter(const cv::Mat& rgb, std::shared_ptr<const MarkovOperator> o
 }
 
 void Segmenter::prepare_table() {
-  if (!jbu_) jbu_ = std::make_unique<JointBilateralUpsampler>(rgb_, op_->h(), op_->w(), params_.jbu, params_.max_table_bytes);
+  if (jbu_ && jbu_->tabulated()) return;
+  if (expected_points_ >= 0 && expected_points_ <= 1 && upsampled_ == 0) {
+    // One map known to come: the direct filter (≈ 0.23 s at 480p, grid 64) costs less
+    // than a table (≈ 0.38 s to build, ~100 MiB of fresh memory).
+    if (!jbu_) jbu_ = std::make_unique<JointBilateralUpsampler>(rgb_, op_->h(), op_->w(), params_.jbu, 0.0);
+    return;
+  }
+  jbu_ = std::make_unique<JointBilateralUpsampler>(rgb_, op_->h(), op_->w(), params_.jbu, params_.max_table_bytes);
 }
 
 double Segmenter::memory_bytes() const {
@@ -106,7 +113,8 @@ void Segmenter::prepare(const std::vector<cv::Point>& points_full) {
 void Segmenter::finish(Entry& e, cv::Point p) {
   if (e.has_distance) return;
   prepare_table();
-  cv::Mat d = jbu_->apply(e.lowres);
+  cv::Mat d = jbu_->tabulated() ? jbu_->apply(e.lowres) : jbu_->apply_untabulated(e.lowres);
+  ++upsampled_;
   double mx;
   cv::minMaxLoc(d, nullptr, &mx);
   if (mx > 0) d /= static_cast<float>(mx);

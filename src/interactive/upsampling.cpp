@@ -240,6 +240,72 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
   }
 }
 
+// The filter itself for L pixels of a row, with the same lane layout as table_block:
+// out_j = Σ_q w·hi(q) / Σ_q w, where hi is the bilinear upsampled map (`H`, row-major).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void filter_block(const TableInput& in, const float* __restrict H, const WindowRow* rows, int n_rows, int py, int px0,
+                  float* __restrict out) {
+  constexpr int L = kLanes;
+  float pr[L], pg[L], pb[L], num[L] = {}, den[L] = {};
+  for (int j = 0; j < L; ++j) {
+    const size_t i = static_cast<size_t>(py) * in.W + std::min(px0 + j, in.W - 1);
+    pr[j] = in.R[i];
+    pg[j] = in.G[i];
+    pb[j] = in.B[i];
+  }
+  const float k = in.k;
+  for (int r = 0; r < n_rows; ++r) {
+    const WindowRow& row = rows[r];
+    const int qy = py + row.dy;
+    if (qy < 0 || qy >= in.H) continue;
+    const int q_lo = std::max(0, px0 + row.dx_min), q_hi = std::min(in.W - 1, px0 + L - 1 + row.dx_max);
+    const size_t base = static_cast<size_t>(qy) * in.W;
+    const float* rev = row.rev + (L - 1) + row.dx_max + px0;
+    for (int q = q_lo; q <= q_hi; ++q) {
+      const float cr = in.R[base + q], cg = in.G[base + q], cb = in.B[base + q], h = H[base + q];
+      const float* sp = rev - q;
+#pragma omp simd
+      for (int j = 0; j < L; ++j) {
+        const float dr = cr - pr[j], dg = cg - pg[j], db = cb - pb[j];
+        const float w = sp[j] * fast_exp(-k * (dr * dr + dg * dg + db * db));
+        den[j] += w;
+        num[j] += w * h;
+      }
+    }
+  }
+  for (int j = 0; j < L; ++j) out[j] = den[j] > 0 ? num[j] / den[j] : 0.0f;
+}
+
+// Colour planes R, G, B of an 8-bit RGB image, as floats (contiguous loads per plane).
+std::vector<float> colour_planes(const cv::Mat& rgb) {
+  const size_t P = static_cast<size_t>(rgb.rows) * rgb.cols;
+  std::vector<float> planes(3 * P);
+  for (int y = 0; y < rgb.rows; ++y) {
+    const uint8_t* row = rgb.ptr<uint8_t>(y);
+    for (int x = 0; x < rgb.cols; ++x)
+      for (int c = 0; c < 3; ++c) planes[c * P + static_cast<size_t>(y) * rgb.cols + x] = row[3 * x + c];
+  }
+  return planes;
+}
+
+// Window rows with their spatial weights reversed and zero-padded by L − 1 (kept in `store`).
+template <typename RowT>
+std::vector<WindowRow> reversed_rows(const std::vector<RowT>& window, std::vector<std::vector<float>>& store) {
+  constexpr int L = kLanes;
+  store.assign(window.size(), {});
+  std::vector<WindowRow> rows;
+  for (size_t r = 0; r < window.size(); ++r) {
+    const RowT& row = window[r];
+    const int n = row.dx_max - row.dx_min + 1;
+    store[r].assign(n + 2 * (L - 1), 0.0f);
+    for (int dx = row.dx_min; dx <= row.dx_max; ++dx) store[r][L - 1 + row.dx_max - dx] = row.spatial[dx - row.dx_min];
+    rows.push_back({row.dy, row.dx_min, row.dx_max, store[r].data()});
+  }
+  return rows;
+}
+
 }  // namespace
 
 void JointBilateralUpsampler::build_table() {
@@ -254,24 +320,11 @@ void JointBilateralUpsampler::build_table() {
     l0[x] = ax_.off[x] == 1 ? ax_.l0[x] : 1.0f;
   }
   const size_t P = static_cast<size_t>(H_) * W_;
-  std::vector<float> planes(3 * P);
-  for (int y = 0; y < H_; ++y) {
-    const uint8_t* row = rgb_.ptr<uint8_t>(y);
-    for (int x = 0; x < W_; ++x)
-      for (int c = 0; c < 3; ++c) planes[c * P + static_cast<size_t>(y) * W_ + x] = row[3 * x + c];
-  }
-  // Window rows with their spatial weights reversed and zero-padded by L − 1.
-  std::vector<std::vector<float>> rev(rows_.size());
-  std::vector<WindowRow> rows;
+  const std::vector<float> planes = colour_planes(rgb_);
+  std::vector<std::vector<float>> rev;
+  const std::vector<WindowRow> rows = reversed_rows(rows_, rev);
   int max_dx = 0;
-  for (size_t r = 0; r < rows_.size(); ++r) {
-    const Row& row = rows_[r];
-    max_dx = std::max({max_dx, -row.dx_min, row.dx_max});
-    const int n = row.dx_max - row.dx_min + 1;
-    rev[r].assign(n + 2 * (L - 1), 0.0f);
-    for (int dx = row.dx_min; dx <= row.dx_max; ++dx) rev[r][L - 1 + row.dx_max - dx] = row.spatial[dx - row.dx_min];
-    rows.push_back({row.dy, row.dx_min, row.dx_max, rev[r].data()});
-  }
+  for (const Row& row : rows_) max_dx = std::max({max_dx, -row.dx_min, row.dx_max});
   // Grid columns a block of L pixels can touch, relative to its first pixel's block,
   // plus one for the a+1 of the last column.
   int NXC = KX;
@@ -328,6 +381,29 @@ cv::Mat JointBilateralUpsampler::apply(const cv::Mat& low) const {
         for (int kx = 0; kx < KX; ++kx) s += c[kx] * l[kx];
       }
       o[px] = s;
+    }
+  }
+  return out;
+}
+
+cv::Mat JointBilateralUpsampler::apply_untabulated(const cv::Mat& low) const {
+  if (low.rows != h_ || low.cols != w_ || low.type() != CV_32F) throw Error("upsampling: map has the wrong size");
+  const cv::Mat hi = upsample_bilinear(low, H_, W_);
+  const std::vector<float> planes = colour_planes(rgb_);
+  std::vector<std::vector<float>> rev;
+  const std::vector<WindowRow> rows = reversed_rows(rows_, rev);
+  const size_t P = static_cast<size_t>(H_) * W_;
+  const TableInput in{planes.data(), planes.data() + P, planes.data() + 2 * P, nullptr, nullptr, nullptr, H_, W_, 0, 0,
+                      static_cast<float>(0.5 / (255.0 * 255.0 * params_.range_sigma * params_.range_sigma))};
+  cv::Mat out(H_, W_, CV_32F);
+  const float* H = hi.ptr<float>();
+#pragma omp parallel for schedule(dynamic, 2)
+  for (int py = 0; py < H_; ++py) {
+    float block[kLanes];
+    float* o = out.ptr<float>(py);
+    for (int px0 = 0; px0 < W_; px0 += kLanes) {
+      filter_block(in, H, rows.data(), static_cast<int>(rows.size()), py, px0, block);
+      for (int j = 0; j < kLanes && px0 + j < W_; ++j) o[px0 + j] = block[j];
     }
   }
   return out;

@@ -210,3 +210,27 @@ TEST(DeviceValues, ChecksCombinationAndOperatorMatchTheHostPath) {
   to_host(back);
   EXPECT_EQ(back.data, a.data);
 }
+
+// With one click point announced, no upsampling table is built: the one map is filtered
+// directly (to float rounding, the same distance map); a second point builds the table.
+TEST(EngineSession, OneAnnouncedPointIsFilteredWithoutATable) {
+  const AttentionMap a = random_map(8, 4);
+  EngineOptions eo;
+  eo.source = "file:" + write_map(a);
+  eo.device = Device::Cpu;
+  Engine engine(eo);
+  const cv::Mat rgb = two_tone(60, 90);
+  auto tabulated = engine.open(rgb, "table");
+  auto lean = engine.open(rgb, "no table");
+  lean->expect_points(1);
+  tabulated->prepare();
+  lean->prepare();
+  EXPECT_GT(tabulated->memory_bytes() - lean->memory_bytes(), 60.0 * 90 * 16 * 4 * 0.5);  // the table's bytes
+  const cv::Mat dt = tabulated->distance_map({45, 30}), dl = lean->distance_map({45, 30});
+  EXPECT_LE(cv::norm(dt, dl, cv::NORM_INF), 1e-4);
+  EXPECT_EQ(cv::countNonZero(tabulated->segment({{45, 30, true}}).mask != lean->segment({{45, 30, true}}).mask), 0);
+  const double before = lean->memory_bytes();
+  lean->distance_map({5, 5});  // more points than announced: the table is built after all
+  EXPECT_GT(lean->memory_bytes() - before, 60.0 * 90 * 16 * 4 * 0.5);
+  EXPECT_LE(cv::norm(tabulated->distance_map({5, 5}), lean->distance_map({5, 5}), cv::NORM_INF), 0.0);
+}

@@ -62,7 +62,8 @@ TEST(Upsampling, TableEqualsDirectAcrossScalesAndPartialBlocks) {
     JointBilateralUpsampler tab(img, c.gh, c.gw, JbuParams{});
     ASSERT_TRUE(tab.tabulated());
     JointBilateralUpsampler dir(img, c.gh, c.gw, JbuParams{}, 0.0);
-    const cv::Mat a = tab.apply(low), b = dir.apply(low);
+    const cv::Mat a = tab.apply(low), b = dir.apply(low), u = dir.apply_untabulated(low);
     EXPECT_LE(cv::norm(a, b, cv::NORM_INF), 1e-4 * 30) << c.W << "x" << c.H << " grid " << c.gw << "x" << c.gh;
+    EXPECT_LE(cv::norm(u, b, cv::NORM_INF), 1e-4 * 30) << c.W << "x" << c.H << " grid " << c.gw << "x" << c.gh;
   }
 }

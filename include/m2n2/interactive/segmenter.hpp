@@ -69,8 +69,12 @@ class Segmenter {
   const cv::Mat& lowres_markov_map(cv::Point p);
   // The final distance map of a point at image size, in [0, 1], CV_32F.
   cv::Mat distance_map(cv::Point p);
-  // Builds the upsampling table now (otherwise the first distance map does).
+  // Builds the upsampling table now (otherwise the first distance map does). When at
+  // most one point is expected (expect_points), no table is built: the one map is
+  // filtered directly, which costs less than a table; a second point builds it then.
   void prepare_table();
+  // How many distinct points will get distance maps, when the caller knows (-1 = unknown).
+  void expect_points(int n) { expected_points_ = n; }
   // Computes the maps of several points in one batched Markov run.
   void prepare(const std::vector<cv::Point>& points);
 
@@ -106,6 +110,8 @@ class Segmenter {
   std::shared_ptr<const MarkovOperator> op_;
   M2N2Params params_;
   std::unique_ptr<JointBilateralUpsampler> jbu_;
+  int expected_points_ = -1;
+  int upsampled_ = 0;  // distance maps made so far
   std::map<std::pair<int, int>, Entry> cache_;
 };
 

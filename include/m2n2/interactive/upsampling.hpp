@@ -31,6 +31,9 @@ class JointBilateralUpsampler {
   cv::Mat apply(const cv::Mat& low) const;
   // The reference's arithmetic with no table (window sums in float, in offset order).
   cv::Mat apply_direct(const cv::Mat& low) const;
+  // The filter with no table, vectorised like the table's construction (and about as
+  // fast as building it): for an image that gets only one map.
+  cv::Mat apply_untabulated(const cv::Mat& low) const;
   bool tabulated() const { return table_ != nullptr; }
   double table_bytes() const { return static_cast<double>(table_size_) * sizeof(float); }
   static double estimate_table_bytes(int H, int W, int grid_h, int grid_w, const JbuParams& params);
