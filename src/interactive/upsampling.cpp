@@ -169,6 +169,17 @@ struct WindowRow {
   const float* rev;
 };
 
+// The colours of the block's L pixels (row py from px0). Lanes past the image's right
+// edge repeat its last pixel; they are never written out.
+inline void lane_colours(const TableInput& in, int py, int px0, float* pr, float* pg, float* pb) {
+  for (int j = 0; j < kLanes; ++j) {
+    const size_t i = static_cast<size_t>(py) * in.W + std::min(px0 + j, in.W - 1);
+    pr[j] = in.R[i];
+    pg[j] = in.G[i];
+    pb[j] = in.B[i];
+  }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
@@ -179,14 +190,8 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
   const int NXC = in.NXC;
   std::fill(accY, accY + static_cast<size_t>(in.KY + 1) * NXC * L, 0.0f);
   for (int j = 0; j < L; ++j) wsum[j] = 0;
-  // Lanes past the image's right edge repeat its last pixel; they are never written out.
   float pr[L], pg[L], pb[L];
-  for (int j = 0; j < L; ++j) {
-    const size_t i = static_cast<size_t>(py) * in.W + std::min(px0 + j, in.W - 1);
-    pr[j] = in.R[i];
-    pg[j] = in.G[i];
-    pb[j] = in.B[i];
-  }
+  lane_colours(in, py, px0, pr, pg, pb);
   const float k = in.k;
   for (int r = 0; r < n_rows; ++r) {
     const WindowRow& row = rows[r];
@@ -249,12 +254,7 @@ void filter_block(const TableInput& in, const float* __restrict H, const WindowR
                   float* __restrict out) {
   constexpr int L = kLanes;
   float pr[L], pg[L], pb[L], num[L] = {}, den[L] = {};
-  for (int j = 0; j < L; ++j) {
-    const size_t i = static_cast<size_t>(py) * in.W + std::min(px0 + j, in.W - 1);
-    pr[j] = in.R[i];
-    pg[j] = in.G[i];
-    pb[j] = in.B[i];
-  }
+  lane_colours(in, py, px0, pr, pg, pb);
   const float k = in.k;
   for (int r = 0; r < n_rows; ++r) {
     const WindowRow& row = rows[r];
