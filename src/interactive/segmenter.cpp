@@ -57,7 +57,7 @@ Segmenter::Segmenter(const cv::Mat& rgb, std::shared_ptr<const MarkovOperator> o
 }
 
 void Segmenter::prepare_table() {
-  if (jbu_ && jbu_->tabulated()) return;
+  if (jbu_ && (jbu_->tabulated() || table_tried_)) return;
   if (expected_points_ >= 0 && expected_points_ <= 1 && upsampled_ == 0) {
     // One map known to come: the direct filter (≈ 0.23 s at 480p, grid 64) costs less
     // than a table (≈ 0.38 s to build, ~100 MiB of fresh memory).
@@ -65,6 +65,7 @@ void Segmenter::prepare_table() {
     return;
   }
   jbu_ = std::make_unique<JointBilateralUpsampler>(rgb_, op_->h(), op_->w(), params_.jbu, params_.max_table_bytes);
+  table_tried_ = true;  // built once, whatever its size allowed
 }
 
 double Segmenter::memory_bytes() const {

@@ -112,6 +112,7 @@ class Segmenter {
   std::unique_ptr<JointBilateralUpsampler> jbu_;
   int expected_points_ = -1;
   int upsampled_ = 0;  // distance maps made so far
+  bool table_tried_ = false;
   std::map<std::pair<int, int>, Entry> cache_;
 };
 
