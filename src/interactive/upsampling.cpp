@@ -180,6 +180,22 @@ inline void lane_colours(const TableInput& in, int py, int px0, float* pr, float
   }
 }
 
+// The part of one window row that the block's L pixels reach: image row qy, columns
+// [q_lo, q_hi], and `rev` such that rev[j − q] is the spatial weight of lane j's
+// offset q − (px0 + j). False when the row is outside the image or reaches nothing.
+struct RowSpan {
+  int qy, q_lo, q_hi;
+  const float* rev;
+};
+inline bool row_span(const TableInput& in, const WindowRow& row, int py, int px0, RowSpan& s) {
+  s.qy = py + row.dy;
+  if (s.qy < 0 || s.qy >= in.H) return false;
+  s.q_lo = std::max(0, px0 + row.dx_min);
+  s.q_hi = std::min(in.W - 1, px0 + kLanes - 1 + row.dx_max);
+  s.rev = row.rev + (kLanes - 1) + row.dx_max + px0;
+  return s.q_lo <= s.q_hi;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
@@ -194,16 +210,13 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
   lane_colours(in, py, px0, pr, pg, pb);
   const float k = in.k;
   for (int r = 0; r < n_rows; ++r) {
-    const WindowRow& row = rows[r];
-    const int qy = py + row.dy;
-    if (qy < 0 || qy >= in.H) continue;
-    const int q_lo = std::max(0, px0 + row.dx_min), q_hi = std::min(in.W - 1, px0 + L - 1 + row.dx_max);
-    if (q_lo > q_hi) continue;
+    RowSpan span;
+    if (!row_span(in, rows[r], py, px0, span)) continue;
+    const int qy = span.qy, q_lo = span.q_lo, q_hi = span.q_hi;
     const float* R = in.R + static_cast<size_t>(qy) * in.W;
     const float* G = in.G + static_cast<size_t>(qy) * in.W;
     const float* B = in.B + static_cast<size_t>(qy) * in.W;
-    // rev[base − q + j] is the spatial weight of lane j's offset q − (px0 + j).
-    const float* rev = row.rev + (L - 1) + row.dx_max + px0;
+    const float* rev = span.rev;
     float rs[L] = {};
     const int c_first = in.cell[q_lo] - lo_blk;
     int c_last = c_first;
@@ -257,13 +270,11 @@ void filter_block(const TableInput& in, const float* __restrict H, const WindowR
   lane_colours(in, py, px0, pr, pg, pb);
   const float k = in.k;
   for (int r = 0; r < n_rows; ++r) {
-    const WindowRow& row = rows[r];
-    const int qy = py + row.dy;
-    if (qy < 0 || qy >= in.H) continue;
-    const int q_lo = std::max(0, px0 + row.dx_min), q_hi = std::min(in.W - 1, px0 + L - 1 + row.dx_max);
-    const size_t base = static_cast<size_t>(qy) * in.W;
-    const float* rev = row.rev + (L - 1) + row.dx_max + px0;
-    for (int q = q_lo; q <= q_hi; ++q) {
+    RowSpan span;
+    if (!row_span(in, rows[r], py, px0, span)) continue;
+    const size_t base = static_cast<size_t>(span.qy) * in.W;
+    const float* rev = span.rev;
+    for (int q = span.q_lo; q <= span.q_hi; ++q) {
       const float cr = in.R[base + q], cg = in.G[base + q], cb = in.B[base + q], h = H[base + q];
       const float* sp = rev - q;
 #pragma omp simd
