@@ -2,11 +2,57 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
 
 #include "m2n2/core/error.hpp"
 
 namespace m2n2 {
+namespace {
+
+// Indices 0..n-1 ordered by v, ties in index order: what std::stable_sort with
+// operator< gives, as an LSD radix sort of (key << 32 | index) on the key's three
+// digits (11, 11 and 10 bits). A digit that is the same for every value is skipped.
+// The key maps a float's bits to an unsigned order (-0 as +0). NaN has no order
+// under operator<, so such input takes std::stable_sort itself.
+std::vector<int> stable_order(const float* v, int n) {
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::vector<uint64_t> a(n), b(n);
+  for (int i = 0; i < n; ++i) {
+    if (std::isnan(v[i])) {
+      std::stable_sort(order.begin(), order.end(), [v](int x, int y) { return v[x] < v[y]; });
+      return order;
+    }
+    uint32_t k;
+    std::memcpy(&k, &v[i], sizeof k);
+    if (k == 0x80000000u) k = 0;
+    k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
+    a[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint32_t>(i);
+  }
+  constexpr int kShift[3] = {32, 43, 54};
+  constexpr uint32_t kMask[3] = {0x7ff, 0x7ff, 0x3ff};
+  std::vector<uint32_t> count(3 * 2048, 0);
+  for (const uint64_t x : a)
+    for (int d = 0; d < 3; ++d) ++count[d * 2048 + ((x >> kShift[d]) & kMask[d])];
+  for (int d = 0; d < 3; ++d) {
+    uint32_t* c = &count[d * 2048];
+    if (c[(a[0] >> kShift[d]) & kMask[d]] == static_cast<uint32_t>(n)) continue;
+    uint32_t sum = 0;
+    for (int j = 0; j < 2048; ++j) {
+      const uint32_t here = c[j];
+      c[j] = sum;
+      sum += here;
+    }
+    for (const uint64_t x : a) b[c[(x >> kShift[d]) & kMask[d]]++] = x;
+    a.swap(b);
+  }
+  for (int i = 0; i < n; ++i) order[i] = static_cast<int>(a[i] & 0xffffffffu);
+  return order;
+}
+
+}  // namespace
 
 cv::Mat integer_sobel(const cv::Mat& d, int q) {
   CV_Assert(d.type() == CV_32F);
@@ -50,9 +96,7 @@ ThresholdCurve threshold_curve(const cv::Mat& d, int quantization) {
   const cv::Mat G = integer_sobel(d, quantization);
   const float* dv = d.ptr<float>();
   const int* gv = G.ptr<int>();
-  std::vector<int> order(P);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [dv](int a, int b) { return dv[a] < dv[b]; });
+  const std::vector<int> order = stable_order(dv, P);
   // state: 0 = outside, 1 = on the boundary, 2 = inside the segment
   std::vector<uint8_t> state(P, 0);
   int64_t sum = 0, len = 0;
@@ -97,11 +141,21 @@ ThresholdChoice choose_threshold(const ThresholdCurve& curve, const std::vector<
   std::sort(sv.begin(), sv.end());
   size_t included = 0;
   float best_score = -1.0f;
+  // Every score is >= 0, so after k = 0 a score of 0 never wins (first maximum).
+  // Thresholds ascend and the prior's ramp rises within each half, so once the
+  // negative factor or the prior is 0 it stays 0 to the end (or to the half):
+  // those stretches are skipped with the same result.
   for (int k = 0; k < n; ++k) {
     const float t = curve.thresholds[k];
+    if (k > 0 && p.use_neg && !(t < neg_min)) break;
     float score = 1.0f;
     if (p.use_prior) {
       const float lin = k < half ? step * static_cast<float>(k) : 1.0f - step * static_cast<float>(n - k - 1);
+      if (k > 0 && !(lin < max_area)) {
+        if (k >= half) break;
+        k = half - 1;
+        continue;
+      }
       score *= (lin < max_area) ? 1.0f : 0.0f;
     }
     if (p.use_edge) score *= curve.edge[k];
