@@ -23,6 +23,7 @@
 #include "m2n2/attention/attention_cache.hpp"
 #include "m2n2/core/device.hpp"
 #include "m2n2/core/error.hpp"
+#include "m2n2/core/memory.hpp"
 #include "m2n2/interactive/segmenter.hpp"
 #include "m2n2/io/image_io.hpp"
 #include "m2n2/whole_image/diffseg.hpp"

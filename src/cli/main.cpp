@@ -6,6 +6,7 @@
 #include "common.hpp"
 
 int main(int argc, char** argv) {
+  m2n2::keep_freed_memory();
   CLI::App app{
       "m2n2: training-free interactive image segmentation with Markov-maps of attention (M2N2, CVPR 2025).\n"
       "stdout carries data only; logs go to stderr. Exit: 0 success, 1 some items failed, 2 usage error."};

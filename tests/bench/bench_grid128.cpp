@@ -29,6 +29,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "m2n2/attention/default_source.hpp"
+#include "m2n2/core/memory.hpp"
 #include "m2n2/eval/click_simulator.hpp"
 #include "m2n2/interactive/markov_operator.hpp"
 #include "m2n2/interactive/upsampling.hpp"
@@ -396,6 +397,7 @@ int image480(const std::string& in, const std::string& out) {
 }
 
 int main(int argc, char** argv) {
+  m2n2::keep_freed_memory();  // as the m2n2 executable does
   if (argc >= 3 && std::strcmp(argv[1], "precision") == 0)
     return precision(argv[2], argc >= 4 ? std::max(1, std::atoi(argv[3])) : 20, argc >= 5 ? argv[4] : "");
   if (argc >= 3 && std::strcmp(argv[1], "make") == 0) return make(argv[2], argc >= 4 ? std::atof(argv[3]) : 0.6f);

@@ -12,6 +12,7 @@
 
 #include "m2n2/attention/default_source.hpp"
 #include "m2n2/core/device.hpp"
+#include "m2n2/core/memory.hpp"
 #include "m2n2/interactive/flood_fill.hpp"
 #include "m2n2/interactive/markov_operator.hpp"
 #include "m2n2/interactive/segmenter.hpp"
@@ -293,6 +294,7 @@ BENCHMARK(BM_DefaultSource)->Args({0, 64})->Args({1, 64})->Args({0, 32})->Unit(b
 
 int main(int argc, char** argv) {
   m2n2::set_num_threads(0);
+  m2n2::keep_freed_memory();  // as the m2n2 executable does
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

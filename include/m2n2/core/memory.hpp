@@ -30,4 +30,12 @@ std::shared_ptr<float[]> allocate_large_floats(std::size_t n);
 // Advice only; does nothing off Linux or for buffers under 4 MiB.
 void advise_huge_pages(void* p, std::size_t bytes);
 
+// For a process that segments image after image: freed blocks up to 256 MiB stay
+// with the process for the next image or click. By default glibc hands every block
+// over 128 KiB (a distance map, a sort's scratch) back to the kernel when it is freed,
+// and each reuse pays a page fault per 4 KiB. A process-wide setting of the C
+// library: a front end calls it once at start; the library never does. No effect
+// off glibc.
+void keep_freed_memory();
+
 }  // namespace m2n2
