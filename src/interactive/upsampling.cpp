@@ -142,6 +142,13 @@ inline float fast_exp(float x) {
   return p * keep;
 }
 
+// The bilateral weight of a neighbour for the table and the untabulated filter: its
+// spatial weight times exp(-k · |colour difference|²), one exponential for the three
+// channels.
+inline float bilateral_weight(float spatial, float dr, float dg, float db, float k) {
+  return spatial * fast_exp(-k * (dr * dr + dg * dg + db * db));
+}
+
 }  // namespace
 
 namespace {
@@ -228,8 +235,7 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
         const float* sp = rev - q;
 #pragma omp simd
         for (int j = 0; j < L; ++j) {
-          const float dr = cr - pr[j], dg = cg - pg[j], db = cb - pb[j];
-          const float w = sp[j] * fast_exp(-k * (dr * dr + dg * dg + db * db));
+          const float w = bilateral_weight(sp[j], cr - pr[j], cg - pg[j], cb - pb[j], k);
           rs[j] += w;
           s0[j] += w * w0;
           s1[j] += w * w1;
@@ -279,8 +285,7 @@ void filter_block(const TableInput& in, const float* __restrict H, const WindowR
       const float* sp = rev - q;
 #pragma omp simd
       for (int j = 0; j < L; ++j) {
-        const float dr = cr - pr[j], dg = cg - pg[j], db = cb - pb[j];
-        const float w = sp[j] * fast_exp(-k * (dr * dr + dg * dg + db * db));
+        const float w = bilateral_weight(sp[j], cr - pr[j], cg - pg[j], cb - pb[j], k);
         den[j] += w;
         num[j] += w * h;
       }
