@@ -58,13 +58,19 @@ std::string write_map(const AttentionMap& m) {
   return p;
 }
 
+// An engine on the CPU reading `m` from a .npy file.
+EngineOptions file_source_on_cpu(const AttentionMap& m) {
+  EngineOptions eo;
+  eo.source = "file:" + write_map(m);
+  eo.device = Device::Cpu;
+  return eo;
+}
+
 }  // namespace
 
 TEST(EngineSession, SegmentsExactlyLikeTheSegmenterItWraps) {
   const AttentionMap a = random_map(8, 3);
-  EngineOptions eo;
-  eo.source = "file:" + write_map(a);
-  eo.device = Device::Cpu;
+  const EngineOptions eo = file_source_on_cpu(a);
   Engine engine(eo);
   const cv::Mat rgb = two_tone(48, 64);
   auto session = engine.open(rgb, "two-tone");
@@ -86,9 +92,7 @@ TEST(EngineSession, SegmentsExactlyLikeTheSegmenterItWraps) {
 
 TEST(EngineSession, PreparesOnceAndReportsProgressInOrder) {
   std::vector<std::pair<std::string, double>> seen;
-  EngineOptions eo;
-  eo.source = "file:" + write_map(random_map(6, 5));
-  eo.device = Device::Cpu;
+  EngineOptions eo = file_source_on_cpu(random_map(6, 5));
   eo.progress = [&](const std::string& stage, double f) { seen.emplace_back(stage, f); };
   Engine engine(eo);
   auto session = engine.open(two_tone(40, 40));
@@ -251,10 +255,7 @@ TEST(DeviceValues, ChecksCombinationAndOperatorMatchTheHostPath) {
 // directly (to float rounding, the same distance map); a second point builds the table.
 TEST(EngineSession, OneAnnouncedPointIsFilteredWithoutATable) {
   const AttentionMap a = random_map(8, 4);
-  EngineOptions eo;
-  eo.source = "file:" + write_map(a);
-  eo.device = Device::Cpu;
-  Engine engine(eo);
+  Engine engine(file_source_on_cpu(a));
   const cv::Mat rgb = two_tone(60, 90);
   auto tabulated = engine.open(rgb, "table");
   auto lean = engine.open(rgb, "no table");
