@@ -42,7 +42,7 @@ line "one image + one click, 854x480, grid 64, .npy" "$whole" 1.5
 awk -v s="$whole" 'BEGIN { printf "  %-50s %7.0fx   target >= 70x:   %s\n", "  the same, ratio to the reference (104.5 s)", 104.5 / s, (104.5 / s >= 70) ? "met" : "NOT met" }'
 t0=$(seconds)
 "$m2n2" --version >/dev/null
-printf '  %-50s %7.2f s   (no target: process start, mostly loading LibTorch)\n' "m2n2 --version" \
+printf '  %-50s %7.2f s   (no target: process start; LibTorch is not loaded)\n' "m2n2 --version" \
   "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')"
 
 if [ ! -d "$grabcut/images" ]; then

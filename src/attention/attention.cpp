@@ -5,9 +5,28 @@
 #include <map>
 
 #include "attention/sources.hpp"
+#include "libtorch/backend.hpp"
 #include "m2n2/core/error.hpp"
 
 namespace m2n2 {
+
+// Device maps exist only where the LibTorch backend made them, so it is loaded already.
+int64_t attention_values(const AttentionMap& m) {
+  return m.on_host() ? static_cast<int64_t>(m.data.size()) : detail::torch_backend().device_values(m);
+}
+
+void to_host(AttentionMap& m) {
+  if (!m.on_host()) detail::torch_backend().to_host(m);
+}
+
+void to_host(Attention& att) {
+  for (auto& m : att.maps) to_host(m);
+}
+
+void validate_attention_values(const AttentionMap& m, const std::string& what, float tol) {
+  if (m.on_host()) return validate_attention(m, what, tol);
+  detail::torch_backend().validate(m, what, tol);
+}
 
 void validate_attention(const AttentionMap& m, const std::string& what, float tol) {
   if (!m.on_host()) return validate_attention_values(m, what, tol);
@@ -113,7 +132,7 @@ AttentionMap combine(const Attention& att, const std::vector<size_t>& idx, doubl
     chosen.push_back(&att.maps[i]);
     device = device || !att.maps[i].on_host();
   }
-  if (device) return detail::combine_on_device(chosen, wsum);
+  if (device) return detail::torch_backend().combine(chosen, wsum);
   AttentionMap out;
   out.name = "combined";
   out.h = chosen[0]->h;
@@ -184,7 +203,7 @@ std::unique_ptr<AttentionSource> make_source(const std::string& spec, const Sour
   }
   if (kind == "torchscript") {
     if (arg.empty()) throw Error("--source torchscript:PATH needs a path");
-    return detail::make_torchscript_source(arg, opt);
+    return detail::torch_backend().torchscript_source(arg, opt);
   }
   throw Error("--source: unknown source '" + spec + "' (expected default, torchscript:PATH or file:PATH)");
 }

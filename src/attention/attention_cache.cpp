@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "attention/sources.hpp"
+#include "libtorch/backend.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/io/image_io.hpp"
 #include "m2n2/io/npy.hpp"
@@ -20,7 +21,7 @@ namespace fs = std::filesystem;
 void round_to_fp16(Attention& att) {
   for (auto& m : att.maps) {
     if (!m.on_host()) {
-      detail::round_device_to_fp16(m);
+      detail::torch_backend().round_to_fp16(m);
       continue;
     }
     round_to_half(m.data.data(), m.data.size());

@@ -1,5 +1,6 @@
 // Attention values that stay on their device: checks, combination and the hand-over to
-// the Markov operator, all as LibTorch reductions where the values live.
+// the Markov operator, all as LibTorch reductions where the values live (part of the
+// LibTorch backend; attention.cpp reaches these through libtorch/backend.hpp).
 #include "attention/device_values.hpp"
 
 #include <algorithm>
@@ -8,27 +9,15 @@
 
 namespace m2n2 {
 
-int64_t attention_values(const AttentionMap& m) {
-  return m.device_values ? m.device_values->values.numel() : static_cast<int64_t>(m.data.size());
-}
+namespace detail {
 
-void to_host(AttentionMap& m) {
-  if (!m.device_values) return;
+int64_t device_values_count(const AttentionMap& m) { return m.device_values->values.numel(); }
+
+void device_to_host(AttentionMap& m) {
   at::Tensor t = m.device_values->values.to(at::kCPU).to(at::kFloat).contiguous();
   m.data.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
   m.device_values.reset();
 }
-
-void to_host(Attention& att) {
-  for (auto& m : att.maps) to_host(m);
-}
-
-void validate_attention_values(const AttentionMap& m, const std::string& what, float tol) {
-  if (m.on_host()) return validate_attention(m, what, tol);
-  detail::validate_tensor(m.device_values->values, m.h, m.w, what, tol);
-}
-
-namespace detail {
 
 AttentionMap device_map(std::string name, int h, int w, float weight, at::Tensor t) {
   AttentionMap m;

@@ -13,6 +13,9 @@ struct DeviceValues {
 
 namespace detail {
 
+int64_t device_values_count(const AttentionMap& m);
+// Brings the values to m.data and drops the device copy.
+void device_to_host(AttentionMap& m);
 // A map whose values are `t` (float32 N×N), left where `t` lives.
 AttentionMap device_map(std::string name, int h, int w, float weight, at::Tensor t);
 // The map's values as a tensor that owns them and may be written to: host data is

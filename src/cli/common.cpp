@@ -67,6 +67,9 @@ void add_m2n2_flags(CLI::App* app, M2N2Flags& f) {
   app->add_option("--precision", f.precision, "Operator storage on CUDA: fp32, fp16 or bf16 (CPU is always fp32)")
       ->capture_default_str()
       ->group(g);
+  app->add_flag("--libtorch-operator", f.p.op.libtorch,
+                "Build and apply the Markov operator in LibTorch on the CPU too (the CUDA code path; loads LibTorch, slower)")
+      ->group(g);
 }
 
 void setup(const CommonOptions& o) {

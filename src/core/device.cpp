@@ -1,8 +1,7 @@
-#include <ATen/Parallel.h>
-#include <ATen/Context.h>
+// Device and thread choices. LibTorch is asked only where it must be: a CUDA device
+// exists only in a CUDA build of the backend, and only then is it loaded to look.
 #include <omp.h>
 
-#include <c10/util/Exception.h>
 #include <opencv2/core.hpp>
 
 #include <dlfcn.h>
@@ -13,7 +12,7 @@
 
 #include "core/fault_injection.hpp"
 #include "m2n2/core/error.hpp"
-#include "core/torch_device.hpp"
+#include "libtorch/backend.hpp"
 #include "m2n2/core/memory.hpp"
 
 namespace m2n2 {
@@ -77,12 +76,16 @@ void inject_fault(const std::string& name, bool on_cpu) {
   const std::string kind = s.substr(0, at);
   if (kind == "cv") CV_Assert(name.empty() && "injected fault");
   if (kind == "bad_alloc") throw std::bad_alloc();
-  if (kind == "c10") TORCH_CHECK(false, "injected LibTorch error\nException raised from inject_fault (backtrace follows)");
-  if (kind == "cuda_oom" && !on_cpu)
-    TORCH_CHECK(false, "CUDA out of memory. Tried to allocate 1.00 GiB (injected)\nbacktrace follows");
+  if (kind == "c10" || (kind == "cuda_oom" && !on_cpu)) detail::torch_backend().throw_injected(kind);
 }
 
-bool cuda_available() { return at::hasCUDA(); }
+bool cuda_available() {
+#if M2N2_TORCH_HAS_CUDA
+  return detail::torch_backend().cuda_available();
+#else
+  return false;  // the backend was built against a CPU-only LibTorch
+#endif
+}
 
 Device resolve(Device d) {
   if (d == Device::Auto) return cuda_available() ? Device::Cuda : Device::Cpu;
@@ -97,28 +100,16 @@ void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
   g_threads = n;
-  at::set_num_threads(n);
   omp_set_num_threads(n);
+  if (detail::TorchBackend* b = detail::torch_backend_if_loaded()) b->set_num_threads(n);
 }
 
-int num_threads() { return g_threads > 0 ? g_threads : at::get_num_threads(); }
+int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 
 namespace detail {
-
-at::Device torch_device(Device d) {
-  return resolve(d) == Device::Cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
-}
-
-at::ScalarType storage_dtype(Device d, Precision p) {
-  if (resolve(d) != Device::Cuda) return at::kFloat;  // see Precision in device.hpp
-  switch (p) {
-    case Precision::Float16: return at::kHalf;
-    case Precision::BFloat16: return at::kBFloat16;
-    default: return at::kFloat;
-  }
-}
-
+int configured_threads() { return g_threads; }
 }  // namespace detail
+
 double device_free_bytes(Device d) {
   if (resolve(d) != Device::Cuda) return available_memory_bytes();
   // The CUDA runtime is reached through the dynamic loader, so that the same code

@@ -1,31 +1,52 @@
 #include "m2n2/interactive/markov_operator.hpp"
 
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
-#include "attention/device_values.hpp"
-#include "core/torch_device.hpp"
+#include "core/fast_math.hpp"
+#include "libtorch/backend.hpp"
 
 namespace m2n2 {
 
 namespace {
+struct FourRows {
+  const float *r0, *r1, *r2, *r3;
+};
+// Rows i … i+3 of the N-column matrix k.
+inline FourRows four_rows(const float* k, int64_t i, int64_t N) {
+  const float* p = k + i * N;
+  return {p, p + N, p + 2 * N, p + 3 * N};
+}
+
 // acc[b][:] += Σ_{i in [i0,i1)} x[b][i] · K[i][:]
+// Four rows at a time: each accumulator element is read and written once for four
+// rows of K (one load and one store per four multiply-adds), and column blocks keep
+// the B accumulator slices in L1 while K streams by. Rows whose four weights are all
+// zero (most of them in a chain's first steps) are skipped.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void rows_times_chains(const float* __restrict k, const float* __restrict x, float* __restrict acc, int64_t i0,
                        int64_t i1, int64_t B, int64_t N) {
-  // Column blocks keep the B accumulator slices in L1 while K streams by.
   const int64_t block = std::max<int64_t>(256, 8192 / std::max<int64_t>(1, B));
   for (int64_t j0 = 0; j0 < N; j0 += block) {
     const int64_t j1 = std::min(N, j0 + block);
-    for (int64_t i = i0; i < i1; ++i) {
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+      const auto [k0, k1, k2, k3] = four_rows(k, i, N);
+      for (int64_t b = 0; b < B; ++b) {
+        const float* xb = x + b * N + i;
+        const float x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
+        if (x0 == 0.0f && x1 == 0.0f && x2 == 0.0f && x3 == 0.0f) continue;
+        float* ab = acc + b * N;
+        for (int64_t j = j0; j < j1; ++j) ab[j] += (x0 * k0[j] + x1 * k1[j]) + (x2 * k2[j] + x3 * k3[j]);
+      }
+    }
+    for (; i < i1; ++i) {
       const float* kr = k + i * N;
       for (int64_t b = 0; b < B; ++b) {
         const float xv = x[b * N + i];
@@ -36,6 +57,7 @@ void rows_times_chains(const float* __restrict k, const float* __restrict x, flo
     }
   }
 }
+
 // One Sinkhorn pass over rows [i0, i1) of K: r_i = 1 / (K_i · c), and, when
 // `accumulate`, s += r_i K_i (this range's share of Kᵀ r) while the row is in cache.
 // Four rows at a time: c is loaded once for four dot products (four independent
@@ -48,10 +70,7 @@ void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* 
   constexpr int L = 16;  // independent partial sums per row: lets the dot products vectorise
   int64_t i = i0;
   for (; i + 4 <= i1; i += 4) {
-    const float* k0 = k + i * N;
-    const float* k1 = k0 + N;
-    const float* k2 = k1 + N;
-    const float* k3 = k2 + N;
+    const auto [k0, k1, k2, k3] = four_rows(k, i, N);
     float a0[L] = {0}, a1[L] = {0}, a2[L] = {0}, a3[L] = {0};
     int64_t j = 0;
     for (; j + L <= N; j += L)
@@ -102,11 +121,10 @@ void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* 
 // Sinkhorn/IPF on the CPU with one pass over K per iteration (instead of two
 // matrix-vector products): the pass that computes r = 1/(K c) also sums Kᵀ r for the
 // next c. The same iterates as c = 1/(Kᵀ r), r = 1/(K c) from r = 1.
-void sinkhorn_cpu(const at::Tensor& K, int iterations, at::Tensor& r_out, at::Tensor& c_out) {
-  const int64_t N = K.size(0);
-  const float* k = K.data_ptr<float>();
-  const int T = std::max(1, at::get_num_threads());
-  std::vector<float> r(static_cast<size_t>(N), 1.0f), c(static_cast<size_t>(N), 1.0f);
+void sinkhorn_one_pass(const float* k, int64_t N, int iterations, std::vector<float>& r, std::vector<float>& c) {
+  const int T = std::max(1, num_threads());
+  r.assign(static_cast<size_t>(N), 1.0f);
+  c.assign(static_cast<size_t>(N), 1.0f);
   std::vector<float> s(static_cast<size_t>(T) * N);
   // c = 1 / (Kᵀ 1): a pass with c = 1 whose r is discarded.
   for (int it = 0; it <= iterations; ++it) {
@@ -131,8 +149,74 @@ void sinkhorn_cpu(const at::Tensor& K, int iterations, at::Tensor& r_out, at::Te
       c[static_cast<size_t>(j)] = 1.0f / sum;
     }
   }
-  r_out = at::from_blob(r.data(), {N}, at::kFloat).clone();
-  c_out = at::from_blob(c.data(), {N}, at::kFloat).clone();
+}
+
+// acc (B×N) = X (B×N) · K, reading K once for all chains: each thread streams a range
+// of K's rows into its own accumulators; the partial sums are added at the end.
+void chains_times_k(const float* k, const float* x, float* out, int64_t B, int64_t N) {
+  const int T = std::max(1, num_threads());
+  std::vector<float> partial(static_cast<size_t>(T) * B * N, 0.0f);
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (int t = 0; t < T; ++t) {
+    const int64_t i0 = N * t / T, i1 = N * (t + 1) / T;
+    rows_times_chains(k, x, partial.data() + static_cast<int64_t>(t) * B * N, i0, i1, B, N);
+  }
+  const int64_t total = B * N;
+  std::copy(partial.begin(), partial.begin() + total, out);
+  for (int t = 1; t < T; ++t) {
+    const float* p = partial.data() + static_cast<int64_t>(t) * total;
+    for (int64_t e = 0; e < total; ++e) out[e] += p[e];
+  }
+}
+
+// The two matrix-vector products per iteration of the first implementation:
+// c = 1/(Kᵀ r), then r = 1/(K c). Same iterates as the one-pass form, other
+// summation order; kept to check it.
+void sinkhorn_two_pass(const float* k, int64_t N, int iterations, std::vector<float>& r, std::vector<float>& c) {
+  r.assign(static_cast<size_t>(N), 1.0f);
+  c.assign(static_cast<size_t>(N), 1.0f);
+  std::vector<float> colsum(static_cast<size_t>(N));
+  std::vector<float> unused(static_cast<size_t>(N));
+  for (int it = 0; it < iterations; ++it) {
+    chains_times_k(k, r.data(), colsum.data(), 1, N);
+    for (int64_t j = 0; j < N; ++j) c[static_cast<size_t>(j)] = 1.0f / colsum[static_cast<size_t>(j)];
+    const int T = std::max(1, num_threads());
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int t = 0; t < T; ++t)
+      sinkhorn_rows(k, c.data(), r.data(), unused.data(), N * t / T, N * (t + 1) / T, N, false);
+  }
+}
+
+// Temperature: each row becomes softmax(log(row) / T), in place (zeros stay zero).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void sharpen_row(float* __restrict row, int64_t N, float t) {
+  float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < N; ++j) {
+    const float v = detail::fast_log(row[j]) / t;
+    row[j] = v;
+    mx = std::max(mx, v);
+  }
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < N; ++j) {
+    // Weights under e^-86 of the row's largest become 0 (not subnormals).
+    const float e = detail::fast_exp(row[j] - mx, -86.0f);
+    row[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < N; ++j) row[j] *= inv;
+}
+
+void sharpen_rows(float* a, int64_t N, double temperature) {
+  const float t = static_cast<float>(temperature);
+  const int T = std::max(1, num_threads());
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (int64_t i = 0; i < N; ++i) sharpen_row(a + i * N, N, t);
 }
 
 }  // namespace
@@ -141,36 +225,20 @@ struct MarkovOperator::Impl {
   OperatorParams params;
   int h = 0, w = 0;
   int64_t n = 0;
-  at::Tensor K;  // N×N sharpened attention, storage dtype, on device
-  at::Tensor r;  // N, fp32: row scaling
-  at::Tensor c;  // N, fp32: column scaling
+  // On the host (the CPU path): K (N×N sharpened attention), row and column scaling.
+  std::vector<float> K, r, c;
+  // Elsewhere: the operator as LibTorch holds it (a GPU, or the CPU when asked for).
+  std::unique_ptr<detail::OperatorKernel> kernel;
 
-  // S (B×N) -> S·A, with A = diag(r) K diag(c).
-  at::Tensor apply(const at::Tensor& S) const {
-    at::Tensor in = (S * r.unsqueeze(0)).to(K.scalar_type());
-    at::Tensor out;
-    if (S.size(0) == 1) out = at::mv(K.t(), in.squeeze(0)).unsqueeze(0);
-    else if (K.device().is_cpu() && K.scalar_type() == at::kFloat) out = several_chains_cpu(in.contiguous());
-    else out = at::mm(in, K);
-    return out.to(at::kFloat) * c.unsqueeze(0);
-  }
-
-  // X (B×N) · K on the CPU, reading K once for all chains: OpenBLAS's GEMM with a
-  // few-row left operand is slower here than B separate GEMVs. Each thread streams a
-  // range of K's rows into its own accumulators; the partial sums are added at the end.
-  at::Tensor several_chains_cpu(const at::Tensor& X) const {
-    const int64_t B = X.size(0), N = n;
-    const int T = std::max(1, at::get_num_threads());
-    at::Tensor partial = at::zeros({T, B, N}, at::kFloat);
-    const float* k = K.data_ptr<float>();
-    const float* x = X.data_ptr<float>();
-    float* p = partial.data_ptr<float>();
-#pragma omp parallel for num_threads(T) schedule(static)
-    for (int t = 0; t < T; ++t) {
-      const int64_t i0 = N * t / T, i1 = N * (t + 1) / T;
-      rows_times_chains(k, x, p + static_cast<int64_t>(t) * B * N, i0, i1, B, N);
-    }
-    return partial.sum(0);
+  // out (B×N) = S·A, A = diag(r) K diag(c).
+  void apply(const float* S, float* out, int64_t B) const {
+    if (kernel) return kernel->apply(S, out, B);
+    std::vector<float> x(static_cast<size_t>(B * n));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < n; ++i) x[b * n + i] = S[b * n + i] * r[i];
+    chains_times_k(K.data(), x.data(), out, B, n);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < n; ++j) out[b * n + j] *= c[j];
   }
 };
 
@@ -194,47 +262,22 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
                 std::to_string(att.w) + " grid");
   if (!(params.temperature > 0)) throw Error("--temperature must be > 0");
   if (params.ipf_iterations < 0) throw Error("--ipf-iterations must be >= 0");
-  const at::Device dev = detail::torch_device(params.device);
-  const at::ScalarType dtype = detail::storage_dtype(params.device, params.precision);
-
-  // The map's own storage becomes A (no copy where it already lives on `dev`).
-  at::Tensor A = detail::take_tensor(std::move(att)).view({I.n, I.n});
-  if (A.device() != dev) A = A.to(dev);
-  // Temperature: softmax over keys of log(A)/T (zeros stay zero), a block of rows at a
-  // time, written back in place: the map's buffer becomes K, and the only other
-  // buffer is one block (no second N×N buffer: 1 GiB less at grid 128). A CPU block of
-  // ~1 MiB stays in cache between the passes; on a GPU larger blocks save launches.
-  {
-    const int64_t target = A.is_cuda() ? (int64_t{64} << 20) : (int64_t{1} << 20);
-    const int64_t rows = std::min(I.n, std::max<int64_t>(1, target / (I.n * static_cast<int64_t>(A.element_size()))));
-    at::Tensor out;
-    for (int64_t i = 0; i < I.n; i += rows) {
-      at::Tensor block = A.narrow(0, i, std::min(rows, I.n - i));
-      block.log_().div_(params.temperature);
-      if (!out.defined() || out.size(0) != block.size(0)) out = at::empty_like(block);
-      at::softmax_out(out, block, 1);
-      block.copy_(out);
-    }
+  if (params.libtorch || resolve(params.device) == Device::Cuda) {
+    I.kernel = detail::torch_backend().operator_kernel(std::move(att), params);
+    return;
   }
-  at::Tensor K = std::move(A);
-
-  // Sinkhorn/IPF on the scaling vectors. The reference divides columns by their
-  // sums, then rows by theirs; with A = diag(r) K diag(c) that is c = 1/(Kᵀ r),
-  // r = 1/(K c).
-  at::Tensor r = at::ones({I.n}, K.options());
-  at::Tensor c = at::ones({I.n}, K.options());
-  if (K.device().is_cpu() && K.scalar_type() == at::kFloat && params.ipf_iterations > 0 && !params.two_pass_sinkhorn) {
-    sinkhorn_cpu(K.contiguous(), params.ipf_iterations, r, c);
-  } else {
-    at::Tensor Kt = K.t();
-    for (int it = 0; it < params.ipf_iterations; ++it) {
-      c = at::reciprocal(at::mv(Kt, r));
-      r = at::reciprocal(at::mv(K, c));
-    }
+  // The CPU path: the map's own buffer becomes K (sharpened in place), and Sinkhorn
+  // iterates only the scaling vectors.
+  to_host(att);
+  I.K = std::move(att.data);
+  att.data = std::vector<float>();
+  sharpen_rows(I.K.data(), I.n, params.temperature);
+  if (params.two_pass_sinkhorn) sinkhorn_two_pass(I.K.data(), I.n, params.ipf_iterations, I.r, I.c);
+  else if (params.ipf_iterations > 0) sinkhorn_one_pass(I.K.data(), I.n, params.ipf_iterations, I.r, I.c);
+  else {
+    I.r.assign(static_cast<size_t>(I.n), 1.0f);
+    I.c.assign(static_cast<size_t>(I.n), 1.0f);
   }
-  I.r = r;
-  I.c = c;
-  I.K = K.to(dtype).contiguous();
 }
 
 MarkovOperator::~MarkovOperator() = default;
@@ -243,83 +286,92 @@ int MarkovOperator::h() const { return impl_->h; }
 int MarkovOperator::w() const { return impl_->w; }
 int64_t MarkovOperator::tokens() const { return impl_->n; }
 const OperatorParams& MarkovOperator::params() const { return impl_->params; }
-Device MarkovOperator::device() const { return impl_->K.device().is_cuda() ? Device::Cuda : Device::Cpu; }
+Device MarkovOperator::device() const { return impl_->kernel ? impl_->kernel->device() : Device::Cpu; }
 
 int64_t MarkovOperator::bytes_per_step() const {
-  return impl_->K.numel() * static_cast<int64_t>(impl_->K.element_size());
+  if (impl_->kernel) return impl_->kernel->bytes_per_step();
+  return static_cast<int64_t>(impl_->K.size() * sizeof(float));
 }
 
 std::vector<float> MarkovOperator::dense() const {
   const auto& I = *impl_;
-  at::Tensor D = (I.r.unsqueeze(1) * I.K.to(at::kFloat) * I.c.unsqueeze(0)).to(at::kCPU).contiguous();
-  return std::vector<float>(D.data_ptr<float>(), D.data_ptr<float>() + D.numel());
+  if (I.kernel) return I.kernel->dense();
+  std::vector<float> D(I.K.size());
+  for (int64_t i = 0; i < I.n; ++i)
+    for (int64_t j = 0; j < I.n; ++j) D[i * I.n + j] = I.r[i] * I.K[i * I.n + j] * I.c[j];
+  return D;
 }
 
+namespace {
+// Each of the B rows divided by its maximum.
+void normalise_rows(float* s, int64_t B, int64_t n) {
+  for (int64_t b = 0; b < B; ++b) {
+    float* row = s + b * n;
+    const float mx = *std::max_element(row, row + n);
+    for (int64_t j = 0; j < n; ++j) row[j] /= mx;
+  }
+}
+}  // namespace
 
 void MarkovOperator::step(std::vector<float>& states, int batch) const {
   const auto& I = *impl_;
-  at::Tensor S = at::from_blob(states.data(), {batch, I.n}, at::kFloat).to(I.r.device());
-  S = I.apply(S);
-  S = S / std::get<0>(S.max(1, true));
-  S = S.to(at::kCPU).contiguous();
-  std::copy(S.data_ptr<float>(), S.data_ptr<float>() + S.numel(), states.begin());
+  std::vector<float> out(static_cast<size_t>(batch) * I.n);
+  I.apply(states.data(), out.data(), batch);
+  normalise_rows(out.data(), batch, I.n);
+  std::copy(out.begin(), out.end(), states.begin());
 }
 
 std::vector<std::vector<float>> MarkovOperator::markov_maps(const std::vector<std::vector<float>>& starts,
                                                             const MarkovParams& mp) const {
   const auto& I = *impl_;
   const int64_t B = static_cast<int64_t>(starts.size());
+  const int64_t n = I.n;
   std::vector<std::vector<float>> out(starts.size());
   if (B == 0) return out;
   const float thr = mp.threshold;
   const float unreached = static_cast<float>(mp.linear_interpolation ? mp.max_iterations : mp.max_iterations + 1);
 
-  // Chains that have not finished, as one batch on the device.
+  // The chains that have not finished, one row each (host memory).
   std::vector<int64_t> active;
-  at::Tensor S = at::empty({B, I.n}, at::kFloat);
+  std::vector<float> S(static_cast<size_t>(B * n));
   for (int64_t b = 0; b < B; ++b) {
-    if (static_cast<int64_t>(starts[b].size()) != I.n) throw Error("markov-map: start state has the wrong size");
-    std::copy(starts[b].begin(), starts[b].end(), S[b].data_ptr<float>());
+    if (static_cast<int64_t>(starts[b].size()) != n) throw Error("markov-map: start state has the wrong size");
+    std::copy(starts[b].begin(), starts[b].end(), S.begin() + b * n);
     active.push_back(b);
   }
-  // Host-side trackers.
-  std::vector<std::vector<float>> tracker(B, std::vector<float>(I.n, unreached));
-  std::vector<std::vector<uint8_t>> pending(B, std::vector<uint8_t>(I.n, 1));
-  std::vector<int64_t> remaining(B, I.n);
+  std::vector<std::vector<float>> tracker(B, std::vector<float>(n, unreached));
+  std::vector<std::vector<uint8_t>> pending(B, std::vector<uint8_t>(n, 1));
+  std::vector<int64_t> remaining(B, n);
   for (int64_t b = 0; b < B; ++b) {
-    for (int64_t j = 0; j < I.n; ++j)
+    for (int64_t j = 0; j < n; ++j)
       if (starts[b][j] > thr) {
         tracker[b][j] = 0.f;
         pending[b][j] = 0;
         --remaining[b];
       }
   }
-  S = S.to(I.r.device());
-  at::Tensor prev_host = S.to(at::kCPU).contiguous();
+  std::vector<float> next(S.size());
   for (int it = 0; it < mp.max_iterations; ++it) {
     // Drop finished chains from the batch.
-    std::vector<int64_t> keep;
-    for (size_t a = 0; a < active.size(); ++a)
-      if (remaining[active[a]] > 0) keep.push_back(static_cast<int64_t>(a));
-    if (keep.empty()) break;
-    if (keep.size() != active.size()) {
-      at::Tensor idx = at::tensor(keep, at::kLong);
-      S = S.index_select(0, idx.to(S.device()));
-      prev_host = prev_host.index_select(0, idx);
-      std::vector<int64_t> na;
-      for (auto a : keep) na.push_back(active[a]);
-      active.swap(na);
-    }
-    S = I.apply(S);
-    S = S / std::get<0>(S.max(1, true));
-    at::Tensor host = S.to(at::kCPU).contiguous();
+    size_t kept = 0;
     for (size_t a = 0; a < active.size(); ++a) {
+      if (remaining[active[a]] == 0) continue;
+      if (kept != a) std::copy_n(S.begin() + a * n, n, S.begin() + kept * n);
+      active[kept++] = active[a];
+    }
+    if (kept == 0) break;
+    active.resize(kept);
+    const int64_t batch = static_cast<int64_t>(kept);
+    next.resize(static_cast<size_t>(batch * n));
+    I.apply(S.data(), next.data(), batch);
+    normalise_rows(next.data(), batch, n);
+    for (int64_t a = 0; a < batch; ++a) {
       const int64_t b = active[a];
-      const float* s = host[static_cast<int64_t>(a)].data_ptr<float>();
-      const float* p = prev_host[static_cast<int64_t>(a)].data_ptr<float>();
+      const float* s = next.data() + a * n;
+      const float* p = S.data() + a * n;  // the previous states
       auto& tr = tracker[b];
       auto& pd = pending[b];
-      for (int64_t j = 0; j < I.n; ++j) {
+      for (int64_t j = 0; j < n; ++j) {
         if (!pd[j] || !(s[j] > thr)) continue;
         pd[j] = 0;
         --remaining[b];
@@ -332,7 +384,7 @@ std::vector<std::vector<float>> MarkovOperator::markov_maps(const std::vector<st
         }
       }
     }
-    prev_host = host;
+    S.swap(next);
   }
   for (int64_t b = 0; b < B; ++b) out[b] = std::move(tracker[b]);
   return out;

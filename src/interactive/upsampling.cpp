@@ -6,6 +6,7 @@
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
+#include "core/fast_math.hpp"
 
 namespace m2n2 {
 
@@ -119,34 +120,13 @@ JointBilateralUpsampler::JointBilateralUpsampler(const cv::Mat& rgb8, int gh, in
 
 namespace {
 
-// exp(x) for x <= 0 to about 2 ulp, branch-free so that loops over it vectorise.
-// Below -60 it returns 0: weights under 1e-26 of the centre's change nothing, and
-// their products would be denormals, which are very slow.
-inline float fast_exp(float x) {
-  const float keep = x > -60.0f ? 1.0f : 0.0f;
-  x = std::max(x, -60.0f);
-  // Round to nearest with the 1.5·2^23 trick (SSE2 has no vector round).
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &p, 4);
-  bits += static_cast<int32_t>(n) * (1 << 23);  // scale by 2^n (no shift of a negative value)
-  std::memcpy(&p, &bits, 4);
-  return p * keep;
-}
-
 // The bilateral weight of a neighbour for the table and the untabulated filter: its
 // spatial weight times exp(-k · |colour difference|²), one exponential for the three
 // channels.
 inline float bilateral_weight(float spatial, float dr, float dg, float db, float k) {
-  return spatial * fast_exp(-k * (dr * dr + dg * dg + db * db));
+  // Below -60 the weight is 0: weights under 1e-26 of the centre's change nothing, and
+  // their products would be denormals, which are very slow.
+  return spatial * detail::fast_exp(-k * (dr * dr + dg * dg + db * db), -60.0f);
 }
 
 }  // namespace

@@ -1,11 +1,10 @@
 #include "m2n2/whole_image/diffseg.hpp"
 
-#include <ATen/ATen.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
 
+#include "libtorch/backend.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/upsampling.hpp"
 
@@ -128,20 +127,12 @@ AutoResult diffseg(const Attention& att, int H, int W, const DiffSegParams& p) {
   for (int y : coords)
     for (int x : coords) anchor_idx.push_back(static_cast<int64_t>(y) * A.w + x);
 
-  // Iteration 0: anchors against every pixel map, in GEMM form:
-  // 2D = rowsum(X∘LX) + rowsum(Y∘LY)ᵀ − X·LYᵀ − LX·Yᵀ.
-  at::Tensor Y = at::from_blob(A.data.data(), {N, N}, at::kFloat);
-  at::Tensor LY = at::log(at::clamp_min(Y, p.log_floor));
-  at::Tensor idx = at::tensor(anchor_idx, at::kLong);
-  at::Tensor X = Y.index_select(0, idx), LX = LY.index_select(0, idx);
-  at::Tensor sx = (X * LX).sum(1, true), sy = (Y * LY).sum(1).unsqueeze(0);
-  at::Tensor D = 0.5 * (sx + sy - at::mm(X, LY.t()) - at::mm(LX, Y.t()));
-  at::Tensor B = (D < p.kl_thresholds[0]).to(at::kDouble);
-  at::Tensor P = at::mm(B, Y.to(at::kDouble)) / B.sum(1, true);
-  P = P.to(at::kFloat).contiguous();
+  // Iteration 0 (anchors against every token's map) in LibTorch.
+  const std::vector<float> P =
+      detail::torch_backend().diffseg_anchor_proposals(A.data.data(), N, anchor_idx, p.log_floor, p.kl_thresholds[0]);
   std::vector<std::vector<float>> props;
-  for (int64_t a = 0; a < P.size(0); ++a) {
-    const float* r = P[a].data_ptr<float>();
+  for (size_t a = 0; a < anchor_idx.size(); ++a) {
+    const float* r = P.data() + a * static_cast<size_t>(N);
     bool ok = true;
     for (int64_t j = 0; j < N && ok; ++j) ok = std::isfinite(r[j]);
     if (ok) props.emplace_back(r, r + N);

@@ -52,22 +52,24 @@ const AttentionMap& attention(int g) {
 }
 
 // The *On benchmarks take where the operator lives as their first argument:
-// 0 = CPU fp32, 1 = CUDA fp32, 2 = CUDA fp16, 3 = CUDA bf16. CUDA ones are skipped
-// (reported as errors) where LibTorch sees no CUDA device.
+// 0 = CPU fp32, 1 = CUDA fp32, 2 = CUDA fp16, 3 = CUDA bf16, 4 = CPU fp32 in LibTorch
+// (the CUDA code path on the CPU). CUDA ones are skipped (reported as errors) where
+// LibTorch sees no CUDA device.
 OperatorParams placed(int where) {
   OperatorParams p;
-  p.device = where == 0 ? Device::Cpu : Device::Cuda;
+  p.device = where == 0 || where == 4 ? Device::Cpu : Device::Cuda;
+  p.libtorch = where == 4;
   p.precision = where == 2 ? Precision::Float16 : where == 3 ? Precision::BFloat16 : Precision::Float32;
   return p;
 }
 
 const char* placement_name(int where) {
-  static const char* names[] = {"cpu fp32", "cuda fp32", "cuda fp16", "cuda bf16"};
+  static const char* names[] = {"cpu fp32", "cuda fp32", "cuda fp16", "cuda bf16", "cpu fp32 libtorch"};
   return names[where];
 }
 
 bool skip_without_cuda(benchmark::State& st, int where) {
-  if (where == 0 || cuda_available()) return false;
+  if (where == 0 || where == 4 || cuda_available()) return false;
   st.SkipWithError("no CUDA device");
   return true;
 }
@@ -107,11 +109,13 @@ void BM_OperatorPreparationTwoPass(benchmark::State& st) {
 }
 
 // Temperature alone (no Sinkhorn): subtracted from the above, the Sinkhorn time.
+// Second argument 1: in LibTorch (the CUDA code path, on the CPU).
 void BM_OperatorTemperatureOnly(benchmark::State& st) {
   OperatorParams p;
   p.ipf_iterations = 0;
+  p.libtorch = st.range(1) == 1;
   time_preparation(st, static_cast<int>(st.range(0)), p);
-  st.SetLabel("temperature only, grid " + std::to_string(st.range(0)));
+  st.SetLabel(std::string("temperature only, grid ") + std::to_string(st.range(0)) + (p.libtorch ? ", LibTorch" : ""));
 }
 
 // Memory read bandwidth of this machine, measured the way a Markov step reads:
@@ -274,14 +278,14 @@ BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparation)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparation)->Arg(128)->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparationTwoPass)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_OperatorTemperatureOnly)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OperatorTemperatureOnly)->Args({64, 0})->Args({64, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MarkovStep)->Args({32, 1})->Args({64, 1})->Args({64, 4})->Args({128, 1})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_MarkovMap)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{0, 1, 2, 3}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{0, 1, 2, 3, 4}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{0, 1, 2, 3}, {64}, {1, 4}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{0, 1, 2, 3, 4}, {64}, {1, 4}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{1, 2, 3}, {128}, {1}})->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{0, 1, 2, 3}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{0, 1, 2, 3, 4}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ClickOn)->ArgsProduct({{0, 1, 2}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ClickOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -138,3 +138,70 @@ TEST(MarkovOperator, OnePassSinkhornEqualsTwoMatrixVectorProducts) {
     }
   }
 }
+
+// The CPU operator is plain C++; LibTorch builds the operator on a CUDA device. Run
+// on the CPU, that code path (OperatorParams::libtorch) gives the same operator and
+// the same Markov-maps as the plain one, up to summation order.
+TEST(MarkovOperator, PlainCpuOperatorEqualsTheLibTorchOne) {
+  for (int g : {5, 12}) {
+    const AttentionMap a = random_attention(g, 11 + g);
+    OperatorParams plain, lt;
+    lt.libtorch = true;
+    const MarkovOperator x(a, plain), y(a, lt);
+    EXPECT_EQ(x.device(), Device::Cpu);
+    EXPECT_EQ(y.device(), Device::Cpu);
+    const auto dx = x.dense(), dy = y.dense();
+    ASSERT_EQ(dx.size(), dy.size());
+    double worst = 0;
+    for (size_t i = 0; i < dx.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(dx[i]) - dy[i]) / dy[i]);
+    EXPECT_LT(worst, 2e-5) << "grid " << g;
+    std::vector<std::vector<float>> starts;
+    for (int b = 0; b < 3; ++b) {
+      std::vector<float> s(static_cast<size_t>(g) * g, 0.0f);
+      s[static_cast<size_t>(b * 7) % s.size()] = 1.0f;
+      starts.push_back(s);
+    }
+    const auto mx = x.markov_maps(starts, MarkovParams{}), my = y.markov_maps(starts, MarkovParams{});
+    for (size_t b = 0; b < starts.size(); ++b)
+      for (size_t j = 0; j < mx[b].size(); ++j) EXPECT_NEAR(mx[b][j], my[b][j], 1e-3) << "grid " << g << ", chain " << b;
+    std::vector<float> sx = starts[0], sy = starts[0];
+    x.step(sx, 1);
+    y.step(sy, 1);
+    for (size_t j = 0; j < sx.size(); ++j) EXPECT_NEAR(sx[j], sy[j], 1e-5);
+  }
+}
+
+// The plain sharpening (vectorised log and exp) on rows with exact zeros, subnormal
+// values and a range of 40 decades, against LibTorch's softmax(log(A)/T): zeros stay
+// zero, and every other entry agrees to float precision.
+TEST(MarkovOperator, PlainSharpeningMatchesLibTorchOnZerosAndTinyValues) {
+  const int g = 4, n = g * g;
+  AttentionMap a;
+  a.h = a.w = g;
+  a.data.assign(static_cast<size_t>(n) * n, 0.0f);
+  for (int i = 0; i < n; ++i) {
+    float* row = a.data.data() + static_cast<size_t>(i) * n;
+    for (int j = 0; j < n; ++j) {
+      const int kind = (i + 3 * j) % 5;
+      row[j] = kind == 0 ? 0.0f : kind == 1 ? 1e-40f : kind == 2 ? std::pow(10.0f, -static_cast<float>(j % 40)) : 0.5f + j;
+    }
+    double s = 0;
+    for (int j = 0; j < n; ++j) s += row[j];
+    for (int j = 0; j < n; ++j) row[j] = static_cast<float>(row[j] / s);
+  }
+  OperatorParams plain, lt;
+  plain.ipf_iterations = lt.ipf_iterations = 0;
+  lt.libtorch = true;
+  const auto x = MarkovOperator(a, plain).dense(), y = MarkovOperator(a, lt).dense();
+  for (size_t e = 0; e < x.size(); ++e) {
+    if (a.data[e] == 0.0f) {
+      EXPECT_EQ(x[e], 0.0f) << e;
+      continue;
+    }
+    if (y[e] < 1e-30f) {
+      EXPECT_LT(x[e], 1e-30f) << e;  // under e^-86 of the row's largest: 0 here, subnormal in LibTorch
+      continue;
+    }
+    EXPECT_NEAR(x[e], y[e], 4e-7 * y[e]) << e;
+  }
+}

@@ -17,6 +17,9 @@ struct OperatorParams {
   // CPU: the two matrix-vector products per iteration of the first implementation
   // instead of the one-pass kernel (same iterates, other summation order); for checks.
   bool two_pass_sinkhorn = false;
+  // Build and apply the operator in LibTorch even on the CPU: the code path a CUDA
+  // device takes (on the CPU it loads LibTorch and is slower); for checks.
+  bool libtorch = false;
 };
 
 struct MarkovParams {
@@ -26,8 +29,9 @@ struct MarkovParams {
 };
 
 // The doubly stochastic operator A = diag(r)·K·diag(c), K the sharpened attention.
-// Sinkhorn iterates only the scaling vectors r and c (two matrix-vector products an
-// iteration); K is never rewritten, and Markov steps apply the same factors.
+// Sinkhorn iterates only the scaling vectors r and c; K is never rewritten, and Markov
+// steps apply the same factors. On the CPU it is plain C++ (no LibTorch); on a CUDA
+// device LibTorch holds and applies it.
 class MarkovOperator {
  public:
   MarkovOperator(const AttentionMap& attention, const OperatorParams& params);
