@@ -73,4 +73,16 @@ import numpy as np
 c1, c2, c3 = (np.load('$TMP/c%d.npy' % i) for i in (1, 2, 3))
 assert np.array_equal(c1, np.load('$TMP/a.npy'))
 assert not np.array_equal(c1, c2) and np.array_equal(c2, c3)"
+# LibTorch is loaded only where it is needed (src/libtorch/backend.hpp): the executable does
+# not link it, the CPU path from a .npy runs without the backend, and a TorchScript source
+# without it fails in one line naming the path that was tried, and writes nothing.
+if ldd "$M2N2" | grep -q 'libtorch'; then bad "m2n2 links LibTorch: $(ldd "$M2N2" | grep libtorch)"; else ok; fi
+NOBACKEND=$TMP/no/libm2n2_torch.so
+expect_ok env M2N2_TORCH_BACKEND=$NOBACKEND $M2N2 segment --source file:$TMP/a.npy --image $IMG --click 100,100,+ \
+  --out $TMP/nb.png --no-cache --device cpu
+check "a .npy segments on the CPU without the LibTorch backend" test -s $TMP/nb.png
+# (Like an archive that cannot be opened: the source cannot be set up, exit 2.)
+expect_error 2 "libm2n2_torch.so.*$NOBACKEND: no such file" env M2N2_TORCH_BACKEND=$NOBACKEND $M2N2 segment \
+  --image $IMG --source torchscript:$FIX --device cpu --no-cache --click 100,100,+ --out $TMP/nb2.png
+check "... and writes nothing" test ! -e $TMP/nb2.png
 finish

@@ -63,7 +63,8 @@ double fraction_above(const float* a, const float* b, size_t n, float tol) {
   return n ? static_cast<double>(k) / n : 0.0;
 }
 
-void check_parity(const std::string& case_dir, Device device, Precision precision, const Tolerance& tol) {
+void check_parity(const std::string& case_dir, Device device, Precision precision, const Tolerance& tol,
+                  bool libtorch = false) {
   const fs::path dir(case_dir);
   const std::string name = (dir.parent_path().filename() == "parity" ? "compact:" : "") + dir.filename().string();
   const auto cfg = nlohmann::json::parse(read_file((dir / "case.json").string()));
@@ -79,6 +80,7 @@ void check_parity(const std::string& case_dir, Device device, Precision precisio
   p.flood_fill = prm["flood_fill"].get<bool>();
   p.op.device = device;
   p.op.precision = precision;
+  p.op.libtorch = libtorch;
 
   const cv::Mat rgb = read_rgb((dir / cfg["image"].get<std::string>()).string()).rgb;
   const fs::path att_path = dir / cfg["attention"].get<std::string>();
@@ -142,9 +144,9 @@ void check_parity(const std::string& case_dir, Device device, Precision precisio
     lowest_iou = std::min(lowest_iou, v);
     ++step;
   }
-  std::printf("[parity %s %s] %-16s steps %d  doubly-stochastic %.2e  markov %.2e  distance %.2e  min mask IoU %.6f\n",
-              to_string(device).c_str(), to_string(precision).c_str(), name.c_str(), step, ds_diff, worst_markov,
-              worst_distance, lowest_iou);
+  std::printf("[parity %s %s%s] %-16s steps %d  doubly-stochastic %.2e  markov %.2e  distance %.2e  min mask IoU %.6f\n",
+              to_string(device).c_str(), to_string(precision).c_str(), libtorch ? " libtorch" : "", name.c_str(), step,
+              ds_diff, worst_markov, worst_distance, lowest_iou);
   ::testing::Test::RecordProperty("worst_markov", std::to_string(worst_markov));
   ::testing::Test::RecordProperty("worst_distance", std::to_string(worst_distance));
   ::testing::Test::RecordProperty("lowest_iou", std::to_string(lowest_iou));
@@ -153,6 +155,11 @@ void check_parity(const std::string& case_dir, Device device, Precision precisio
 class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, MatchesReferenceAtEveryStep) { check_parity(GetParam(), Device::Cpu, Precision::Float32, {}); }
+
+// The operator built and applied by LibTorch (the code path of a CUDA device) on the CPU.
+TEST_P(Parity, MatchesReferenceThroughLibTorchOnCpu) {
+  check_parity(GetParam(), Device::Cpu, Precision::Float32, {}, true);
+}
 
 // The same cases with the operator on the GPU; skipped where LibTorch sees no CUDA device.
 TEST_P(Parity, MatchesReferenceOnCuda) {
