@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "m2n2/core/error.hpp"
-#include "m2n2/core/memory.hpp"
 #include "core/fast_math.hpp"
 #include "libtorch/backend.hpp"
 

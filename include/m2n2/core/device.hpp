@@ -15,6 +15,8 @@ Precision parse_precision(const std::string& s);  // "fp32" | "fp16" | "bf16"
 std::string to_string(Device d);
 std::string to_string(Precision p);
 
+// A CUDA device LibTorch can use. False without loading anything where the LibTorch
+// backend was built against a CPU-only LibTorch; otherwise the backend is loaded to ask.
 bool cuda_available();
 // Auto -> Cuda when available, else Cpu. Asking for Cuda without one throws Error.
 Device resolve(Device d);
@@ -23,8 +25,9 @@ Device resolve(Device d);
 // CUDA runtime LibTorch loaded) or the host's (MemAvailable); 0 when unknown.
 double device_free_bytes(Device d);
 
-// Sets the threads used by LibTorch and by m2n2's own OpenMP loops (one pool size
-// for both so that they never oversubscribe the cores). 0 = number of cores.
+// Sets the threads used by m2n2's own OpenMP loops and by LibTorch, now or when it is
+// loaded (one pool size for both so that they never oversubscribe the cores).
+// 0 = number of cores.
 void set_num_threads(int n);
 int num_threads();
 
