@@ -7,52 +7,9 @@
 #include <numeric>
 
 #include "m2n2/core/error.hpp"
+#include "core/stable_order.hpp"
 
 namespace m2n2 {
-namespace {
-
-// Indices 0..n-1 ordered by v, ties in index order: what std::stable_sort with
-// operator< gives, as an LSD radix sort of (key << 32 | index) on the key's three
-// digits (11, 11 and 10 bits). A digit that is the same for every value is skipped.
-// The key maps a float's bits to an unsigned order (-0 as +0). NaN has no order
-// under operator<, so such input takes std::stable_sort itself.
-std::vector<int> stable_order(const float* v, int n) {
-  std::vector<int> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::vector<uint64_t> a(n), b(n);
-  for (int i = 0; i < n; ++i) {
-    if (std::isnan(v[i])) {
-      std::stable_sort(order.begin(), order.end(), [v](int x, int y) { return v[x] < v[y]; });
-      return order;
-    }
-    uint32_t k;
-    std::memcpy(&k, &v[i], sizeof k);
-    if (k == 0x80000000u) k = 0;
-    k = (k & 0x80000000u) ? ~k : (k | 0x80000000u);
-    a[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint32_t>(i);
-  }
-  constexpr int kShift[3] = {32, 43, 54};
-  constexpr uint32_t kMask[3] = {0x7ff, 0x7ff, 0x3ff};
-  std::vector<uint32_t> count(3 * 2048, 0);
-  for (const uint64_t x : a)
-    for (int d = 0; d < 3; ++d) ++count[d * 2048 + ((x >> kShift[d]) & kMask[d])];
-  for (int d = 0; d < 3; ++d) {
-    uint32_t* c = &count[d * 2048];
-    if (c[(a[0] >> kShift[d]) & kMask[d]] == static_cast<uint32_t>(n)) continue;
-    uint32_t sum = 0;
-    for (int j = 0; j < 2048; ++j) {
-      const uint32_t here = c[j];
-      c[j] = sum;
-      sum += here;
-    }
-    for (const uint64_t x : a) b[c[(x >> kShift[d]) & kMask[d]]++] = x;
-    a.swap(b);
-  }
-  for (int i = 0; i < n; ++i) order[i] = static_cast<int>(a[i] & 0xffffffffu);
-  return order;
-}
-
-}  // namespace
 
 cv::Mat integer_sobel(const cv::Mat& d, int q) {
   CV_Assert(d.type() == CV_32F);
@@ -96,7 +53,7 @@ ThresholdCurve threshold_curve(const cv::Mat& d, int quantization) {
   const cv::Mat G = integer_sobel(d, quantization);
   const float* dv = d.ptr<float>();
   const int* gv = G.ptr<int>();
-  const std::vector<int> order = stable_order(dv, P);
+  const std::vector<int> order = detail::stable_order(dv, P);
   // state: 0 = outside, 1 = on the boundary, 2 = inside the segment
   std::vector<uint8_t> state(P, 0);
   int64_t sum = 0, len = 0;
