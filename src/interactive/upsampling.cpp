@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "m2n2/core/device.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
 #include "core/fast_math.hpp"
@@ -121,12 +122,17 @@ JointBilateralUpsampler::JointBilateralUpsampler(const cv::Mat& rgb8, int gh, in
 namespace {
 
 // The bilateral weight of a neighbour for the table and the untabulated filter: its
-// spatial weight times exp(-k · |colour difference|²), one exponential for the three
-// channels.
-inline float bilateral_weight(float spatial, float dr, float dg, float db, float k) {
-  // Below -60 the weight is 0: weights under 1e-26 of the centre's change nothing, and
-  // their products would be denormals, which are very slow.
-  return spatial * detail::fast_exp(-k * (dr * dr + dg * dg + db * db), -60.0f);
+// spatial weight times 2^(-k2 · |colour difference|²) with k2 = k·log2(e) (see
+// range_k2), one exponential for the three channels.
+inline float bilateral_weight(float spatial, float dr, float dg, float db, float k2) {
+  // Below 2^-86.6 (e^-60) the weight is 0: weights under 1e-26 of the centre's change
+  // nothing, and their products would be denormals, which are very slow.
+  return spatial * detail::fast_exp2(-k2 * (dr * dr + dg * dg + db * db), -86.5617024533f);
+}
+
+// Range weight: Π_c exp(-½((Δ_c/255)/σ_r)²) = exp(-k·Σ_c Δ_c²) = 2^(-k2·Σ_c Δ_c²).
+float range_k2(double range_sigma) {
+  return static_cast<float>(0.5 / (255.0 * 255.0 * range_sigma * range_sigma) * 1.4426950408889634);
 }
 
 }  // namespace
@@ -188,7 +194,7 @@ __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py, int px0, int lo_blk,
                  int cy_lo, const int* cy0, const int* cy_off, const float* ay0, const float* ay1,
-                 float* __restrict accY, float* __restrict accX, double* __restrict wsum) {
+                 float* __restrict accY, float* __restrict accX, double* __restrict wsum, float* __restrict wbuf) {
   constexpr int L = kLanes;
   const int NXC = in.NXC;
   std::fill(accY, accY + static_cast<size_t>(in.KY + 1) * NXC * L, 0.0f);
@@ -204,21 +210,32 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
     const float* G = in.G + static_cast<size_t>(qy) * in.W;
     const float* B = in.B + static_cast<size_t>(qy) * in.W;
     const float* rev = span.rev;
+    // The weights first, in one loop over the span (long enough for the exponentials
+    // of successive neighbours to overlap), then their sums per grid column.
     float rs[L] = {};
+    for (int q = q_lo; q <= q_hi; ++q) {
+      const float cr = R[q], cg = G[q], cb = B[q];
+      const float* sp = rev - q;
+      float* wq = wbuf + static_cast<size_t>(q - q_lo) * L;
+#pragma omp simd
+      for (int j = 0; j < L; ++j) {
+        const float w = bilateral_weight(sp[j], cr - pr[j], cg - pg[j], cb - pb[j], k);
+        wq[j] = w;
+        rs[j] += w;
+      }
+    }
     const int c_first = in.cell[q_lo] - lo_blk;
     int c_last = c_first;
     for (int q = q_lo; q <= q_hi;) {
       const int c = in.cell[q];
       float s0[L] = {}, s1[L] = {};
       for (; q <= q_hi && in.cell[q] == c; ++q) {
-        const float cr = R[q], cg = G[q], cb = B[q], w0 = in.l0[q], w1 = in.l1[q];
-        const float* sp = rev - q;
+        const float w0 = in.l0[q], w1 = in.l1[q];
+        const float* wq = wbuf + static_cast<size_t>(q - q_lo) * L;
 #pragma omp simd
         for (int j = 0; j < L; ++j) {
-          const float w = bilateral_weight(sp[j], cr - pr[j], cg - pg[j], cb - pb[j], k);
-          rs[j] += w;
-          s0[j] += w * w0;
-          s1[j] += w * w1;
+          s0[j] += wq[j] * w0;
+          s1[j] += wq[j] * w1;
         }
       }
       c_last = c - lo_blk;
@@ -244,34 +261,54 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
   }
 }
 
-// The filter itself for L pixels of a row, with the same lane layout as table_block:
-// out_j = Σ_q w·hi(q) / Σ_q w, where hi is the bilinear upsampled map (`H`, row-major).
+// The filter without a table works offset by offset rather than pixel by pixel: for
+// one window offset o = (dy, dx), the weights w(p, p + o) of a whole image row of
+// pixels p are one vector loop over contiguous colours. The weight is symmetric,
+// w(p, q) = w(q, p) (the window and its Gaussian are), so each pair is weighed once
+// and added to both ends: offsets with dy > 0 update p and p + o, which lie in
+// different rows. Offsets with dy = 0 would alias within a row; they update p only,
+// both signs of dx. Half the exponentials of the pixel-by-pixel form, and no lanes
+// outside a window.
+struct PairRows {
+  const float *pr, *pg, *pb, *ph;  // the row of p: colours and the bilinear upsampled map
+  const float *qr, *qg, *qb, *qh;  // the row of q = p + o, at the same column index i
+  float *pn, *pd;                  // Σ w·h(q) and Σ w, accumulated for p
+  float *qn, *qd;                  // the same for q (both ends) or null (p only)
+};
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void filter_block(const TableInput& in, const float* __restrict H, const WindowRow* rows, int n_rows, int py, int px0,
-                  float* __restrict out) {
-  constexpr int L = kLanes;
-  float pr[L], pg[L], pb[L], num[L] = {}, den[L] = {};
-  lane_colours(in, py, px0, pr, pg, pb);
-  const float k = in.k;
-  for (int r = 0; r < n_rows; ++r) {
-    RowSpan span;
-    if (!row_span(in, rows[r], py, px0, span)) continue;
-    const size_t base = static_cast<size_t>(span.qy) * in.W;
-    const float* rev = span.rev;
-    for (int q = span.q_lo; q <= span.q_hi; ++q) {
-      const float cr = in.R[base + q], cg = in.G[base + q], cb = in.B[base + q], h = H[base + q];
-      const float* sp = rev - q;
+void weigh_pairs(const PairRows& r, int n, float spatial, float k) {
+  const float* __restrict pr = r.pr;
+  const float* __restrict pg = r.pg;
+  const float* __restrict pb = r.pb;
+  const float* __restrict ph = r.ph;
+  const float* __restrict qr = r.qr;
+  const float* __restrict qg = r.qg;
+  const float* __restrict qb = r.qb;
+  const float* __restrict qh = r.qh;
+  float* __restrict pn = r.pn;
+  float* __restrict pd = r.pd;
+  if (r.qn) {
+    float* __restrict qn = r.qn;
+    float* __restrict qd = r.qd;
 #pragma omp simd
-      for (int j = 0; j < L; ++j) {
-        const float w = bilateral_weight(sp[j], cr - pr[j], cg - pg[j], cb - pb[j], k);
-        den[j] += w;
-        num[j] += w * h;
-      }
+    for (int i = 0; i < n; ++i) {
+      const float w = bilateral_weight(spatial, qr[i] - pr[i], qg[i] - pg[i], qb[i] - pb[i], k);
+      pn[i] += w * qh[i];
+      pd[i] += w;
+      qn[i] += w * ph[i];
+      qd[i] += w;
+    }
+  } else {
+#pragma omp simd
+    for (int i = 0; i < n; ++i) {
+      const float w = bilateral_weight(spatial, qr[i] - pr[i], qg[i] - pg[i], qb[i] - pb[i], k);
+      pn[i] += w * qh[i];
+      pd[i] += w;
     }
   }
-  for (int j = 0; j < L; ++j) out[j] = den[j] > 0 ? num[j] / den[j] : 0.0f;
 }
 
 // Colour planes R, G, B of an 8-bit RGB image, as floats (contiguous loads per plane).
@@ -327,8 +364,7 @@ void JointBilateralUpsampler::build_table() {
   for (int px0 = 0; px0 < W_; px0 += L)
     NXC = std::max({NXC, ax_.i0[std::min(W_ - 1, px0 + L - 1 + max_dx)] - ax_.lo[px0] + 2,
                     ax_.lo[std::min(px0 + L - 1, W_ - 1)] - ax_.lo[px0] + KX});
-  // Range weight: Π_c exp(-½((Δ_c/255)/σ_r)²) = exp(-k·Σ_c Δ_c²).
-  const float k = static_cast<float>(0.5 / (255.0 * 255.0 * params_.range_sigma * params_.range_sigma));
+  const float k = range_k2(params_.range_sigma);
   const TableInput in{planes.data(), planes.data() + P, planes.data() + 2 * P, ax_.i0.data(), l0.data(), l1.data(),
                       H_, W_, KY, NXC, k};
   const std::vector<int> cy_off(ay_.off.begin(), ay_.off.end());
@@ -336,12 +372,13 @@ void JointBilateralUpsampler::build_table() {
   {
     std::vector<float> accY(static_cast<size_t>(KY + 1) * NXC * L), accX(static_cast<size_t>(NXC + 1) * L, 0.0f);
     std::vector<double> wsum(L);
+    std::vector<float> wbuf(static_cast<size_t>(L + 2 * max_dx + 1) * L);  // a window row's span, per lane
 #pragma omp for schedule(dynamic, 2)
     for (int py = 0; py < H_; ++py) {
       for (int px0 = 0; px0 < W_; px0 += L) {
         const int lo_blk = ax_.lo[px0];
         table_block(in, rows.data(), static_cast<int>(rows.size()), py, px0, lo_blk, ay_.lo[py], ay_.i0.data(),
-                    cy_off.data(), ay_.l0.data(), ay_.l1.data(), accY.data(), accX.data(), wsum.data());
+                    cy_off.data(), ay_.l0.data(), ay_.l1.data(), accY.data(), accX.data(), wsum.data(), wbuf.data());
         for (int j = 0; j < L && px0 + j < W_; ++j) {
           const int px = px0 + j, shift = ax_.lo[px] - lo_blk;
           const float inv = wsum[j] > 0 ? static_cast<float>(1.0 / wsum[j]) : 0.0f;
@@ -386,22 +423,85 @@ cv::Mat JointBilateralUpsampler::apply_untabulated(const cv::Mat& low) const {
   if (low.rows != h_ || low.cols != w_ || low.type() != CV_32F) throw Error("upsampling: map has the wrong size");
   const cv::Mat hi = upsample_bilinear(low, H_, W_);
   const std::vector<float> planes = colour_planes(rgb_);
-  std::vector<std::vector<float>> rev;
-  const std::vector<WindowRow> rows = reversed_rows(rows_, rev);
   const size_t P = static_cast<size_t>(H_) * W_;
-  const TableInput in{planes.data(), planes.data() + P, planes.data() + 2 * P, nullptr, nullptr, nullptr, H_, W_, 0, 0,
-                      static_cast<float>(0.5 / (255.0 * 255.0 * params_.range_sigma * params_.range_sigma))};
-  cv::Mat out(H_, W_, CV_32F);
-  const float* H = hi.ptr<float>();
-#pragma omp parallel for schedule(dynamic, 2)
-  for (int py = 0; py < H_; ++py) {
-    float block[kLanes];
-    float* o = out.ptr<float>(py);
-    for (int px0 = 0; px0 < W_; px0 += kLanes) {
-      filter_block(in, H, rows.data(), static_cast<int>(rows.size()), py, px0, block);
-      for (int j = 0; j < kLanes && px0 + j < W_; ++j) o[px0 + j] = block[j];
+  const float* C[3] = {planes.data(), planes.data() + P, planes.data() + 2 * P};
+  const float* Hm = hi.ptr<float>();
+  const float k = range_k2(params_.range_sigma);
+  // The window's offsets: the centre, dy = 0 (one end), dy > 0 (both ends). The
+  // window is symmetric (rows ±dy span ±dx alike, with equal weights), so the rows
+  // with dy < 0 are the mirror images of those with dy > 0.
+  struct Offset {
+    int dy, dx;
+    float spatial;
+  };
+  std::vector<Offset> offsets;
+  float centre = 0;
+  int reach = 0;  // the largest dy
+  for (const Row& row : rows_) {
+    if (row.dy < 0) continue;
+    reach = std::max(reach, row.dy);
+    for (int dx = row.dx_min; dx <= row.dx_max; ++dx) {
+      const float sp = row.spatial[static_cast<size_t>(dx - row.dx_min)];
+      if (row.dy == 0 && dx == 0) centre = sp;
+      else if (row.dy > 0 || dx > 0) offsets.push_back({row.dy, dx, sp});
     }
   }
+  // Bands of rows, each with its own sums for its rows and the `reach` rows below
+  // (the far ends of its pairs); added up once all bands are done.
+  const int T = std::max(1, num_threads());
+  const int n_bands = std::max(1, std::min(4 * T, H_ / std::max(1, 2 * reach + 1)));
+  std::vector<std::vector<float>> band_sums(static_cast<size_t>(n_bands));
+#pragma omp parallel for num_threads(T) schedule(dynamic, 1)
+  for (int b = 0; b < n_bands; ++b) {
+    const int y0 = H_ * b / n_bands, y1 = H_ * (b + 1) / n_bands, y_end = std::min(H_, y1 + reach);
+    const size_t rows_here = static_cast<size_t>(y_end - y0);
+    std::vector<float>& sums = band_sums[static_cast<size_t>(b)];
+    sums.assign(2 * rows_here * W_, 0.0f);
+    float* num = sums.data();
+    float* den = sums.data() + rows_here * W_;
+    for (int py = y0; py < y1; ++py) {
+      const size_t pi = static_cast<size_t>(py) * W_, pl = static_cast<size_t>(py - y0) * W_;
+      for (int x = 0; x < W_; ++x) {
+        num[pl + x] += centre * Hm[pi + x];
+        den[pl + x] += centre;
+      }
+      for (const Offset& o : offsets) {
+        const int qy = py + o.dy;
+        if (qy >= H_) continue;
+        const int x0 = std::max(0, -o.dx), x1 = std::min(W_, W_ - o.dx);
+        if (x0 >= x1) continue;
+        const size_t p = pi + x0, q = static_cast<size_t>(qy) * W_ + x0 + o.dx;
+        const size_t lp = pl + x0, lq = static_cast<size_t>(qy - y0) * W_ + x0 + o.dx;
+        const bool both = o.dy > 0;
+        const PairRows r{C[0] + p,   C[1] + p,   C[2] + p,   Hm + p,    C[0] + q,
+                         C[1] + q,   C[2] + q,   Hm + q,     num + lp,  den + lp,
+                         both ? num + lq : nullptr,          both ? den + lq : nullptr};
+        weigh_pairs(r, x1 - x0, o.spatial, k);
+        if (!both) {  // the mirror offset (0, -dx): p + dx weighs p
+          const PairRows m{C[0] + q, C[1] + q, C[2] + q, Hm + q, C[0] + p, C[1] + p, C[2] + p, Hm + p,
+                           num + lq, den + lq, nullptr,  nullptr};
+          weigh_pairs(m, x1 - x0, o.spatial, k);
+        }
+      }
+    }
+  }
+  cv::Mat num(H_, W_, CV_32F, 0.0f), den(H_, W_, CV_32F, 0.0f);
+  for (int b = 0; b < n_bands; ++b) {
+    const int y0 = H_ * b / n_bands, y_end = std::min(H_, H_ * (b + 1) / n_bands + reach);
+    const size_t rows_here = static_cast<size_t>(y_end - y0), n = rows_here * W_;
+    const float* s = band_sums[static_cast<size_t>(b)].data();
+    float* nd = num.ptr<float>(y0);
+    float* dd = den.ptr<float>(y0);
+    for (size_t i = 0; i < n; ++i) {
+      nd[i] += s[i];
+      dd[i] += s[n + i];
+    }
+  }
+  cv::Mat out(H_, W_, CV_32F);
+  const float* nv = num.ptr<float>();
+  const float* dv = den.ptr<float>();
+  float* ov = out.ptr<float>();
+  for (size_t i = 0; i < P; ++i) ov[i] = dv[i] > 0 ? nv[i] / dv[i] : 0.0f;
   return out;
 }
 
