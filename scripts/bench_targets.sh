@@ -54,6 +54,12 @@ t0=$(seconds)
   -q >"$tmp/eval.json" 2>"$tmp/eval.log"
 line "GrabCut eval, 50 x 20 clicks, empty cache" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 150
 printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/eval.json" | tr '\n' ' ')"
+# The same with the CPU operator stored in fp16 (--precision fp16, not the default).
+t0=$(seconds)
+"$m2n2" eval --dataset "$grabcut" --protocol m2n2 --max-clicks 20 --out "$tmp/eval16" --cache-dir "$tmp/cache16" \
+  --precision fp16 -q >"$tmp/eval16.json" 2>"$tmp/eval16.log"
+line "  the same with --precision fp16" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 150
+printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/eval16.json" | tr '\n' ' ')"
 # One click per image: the protocol's first click, from the eval's records.
 {
   echo '{"images": ['

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -12,49 +14,119 @@
 namespace m2n2 {
 
 namespace {
+template <typename T>
 struct FourRows {
-  const float *r0, *r1, *r2, *r3;
+  const T *r0, *r1, *r2, *r3;
 };
 // Rows i … i+3 of the N-column matrix k.
-inline FourRows four_rows(const float* k, int64_t i, int64_t N) {
-  const float* p = k + i * N;
+template <typename T>
+inline FourRows<T> four_rows(const T* k, int64_t i, int64_t N) {
+  const T* p = k + i * N;
   return {p, p + N, p + 2 * N, p + 3 * N};
+}
+
+// The operator's two storages on the CPU: fp32, and fp16 (--precision fp16) as the
+// bits of a binary16 number. Only zero and normal fp16 numbers are stored (see
+// half_storage): shifted into a float's bit positions they are normal floats 2^112
+// (raw_unit) times too small. The kernels fold that factor into the chains' weights,
+// which is exact (a power of two), so a widened value costs a shift and no multiply.
+inline float raw_at(const float* k, int64_t j) { return k[j]; }
+inline float raw_at(const uint16_t* k, int64_t j) {
+  const uint32_t bits = static_cast<uint32_t>(k[j]) << 13;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+constexpr float raw_unit(const float*) { return 1.0f; }
+constexpr float raw_unit(const uint16_t*) { return 0x1p112f; }
+template <typename T>
+inline float value_at(const T* k, int64_t j) {
+  return raw_at(k, j) * raw_unit(k);
+}
+
+// ab[t] += x0·k0[t] + x1·k1[t] + x2·k2[t] + x3·k3[t] for t < n.
+template <typename T>
+[[gnu::always_inline]] inline void add_four_rows(float* __restrict ab, const T* __restrict k0, const T* __restrict k1,
+                                                 const T* __restrict k2, const T* __restrict k3, float x0, float x1,
+                                                 float x2, float x3, int64_t n) {
+  const float u = raw_unit(k0);
+  x0 *= u, x1 *= u, x2 *= u, x3 *= u;
+  for (int64_t t = 0; t < n; ++t)
+    ab[t] += (x0 * raw_at(k0, t) + x1 * raw_at(k1, t)) + (x2 * raw_at(k2, t) + x3 * raw_at(k3, t));
+}
+
+// The column block of the chain kernel: the B accumulator slices (and four widened
+// rows, where there are) stay in L1.
+inline int64_t chain_block(int64_t B, bool widened) {
+  return std::max<int64_t>(256, 8192 / (std::max<int64_t>(1, B) + (widened ? 4 : 0)));
 }
 
 // acc[b][:] += Σ_{i in [i0,i1)} x[b][i] · K[i][:]
 // Four rows at a time: each accumulator element is read and written once for four
 // rows of K (one load and one store per four multiply-adds), and column blocks keep
 // the B accumulator slices in L1 while K streams by. Rows whose four weights are all
-// zero (most of them in a chain's first steps) are skipped.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void rows_times_chains(const float* __restrict k, const float* __restrict x, float* __restrict acc, int64_t i0,
-                       int64_t i1, int64_t B, int64_t N) {
-  const int64_t block = std::max<int64_t>(256, 8192 / std::max<int64_t>(1, B));
+// zero (most of them in a chain's first steps) are skipped. With fp16 storage and
+// several chains, the four rows' block is widened to floats once (into `wide`,
+// 4 × chain_block(B, true) floats) rather than once per chain.
+template <typename T>
+[[gnu::always_inline]] inline void rows_times_chains_body(const T* __restrict k, const float* __restrict x,
+                                                          float* __restrict acc, int64_t i0, int64_t i1, int64_t B,
+                                                          int64_t N, float* __restrict wide) {
+  const int64_t block = chain_block(B, wide != nullptr);
   for (int64_t j0 = 0; j0 < N; j0 += block) {
-    const int64_t j1 = std::min(N, j0 + block);
+    const int64_t n = std::min(N, j0 + block) - j0;
     int64_t i = i0;
     for (; i + 4 <= i1; i += 4) {
-      const auto [k0, k1, k2, k3] = four_rows(k, i, N);
+      const auto [k0, k1, k2, k3] = four_rows(k + j0, i, N);
+      bool widened = false;
       for (int64_t b = 0; b < B; ++b) {
         const float* xb = x + b * N + i;
         const float x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
         if (x0 == 0.0f && x1 == 0.0f && x2 == 0.0f && x3 == 0.0f) continue;
-        float* ab = acc + b * N;
-        for (int64_t j = j0; j < j1; ++j) ab[j] += (x0 * k0[j] + x1 * k1[j]) + (x2 * k2[j] + x3 * k3[j]);
+        float* ab = acc + b * N + j0;
+        if (wide) {
+          if (!widened) {
+            for (int64_t t = 0; t < n; ++t) {
+              wide[t] = value_at(k0, t);
+              wide[block + t] = value_at(k1, t);
+              wide[2 * block + t] = value_at(k2, t);
+              wide[3 * block + t] = value_at(k3, t);
+            }
+            widened = true;
+          }
+          add_four_rows(ab, wide, wide + block, wide + 2 * block, wide + 3 * block, x0, x1, x2, x3, n);
+        } else {
+          add_four_rows(ab, k0, k1, k2, k3, x0, x1, x2, x3, n);
+        }
       }
     }
     for (; i < i1; ++i) {
-      const float* kr = k + i * N;
+      const T* kr = k + i * N + j0;
       for (int64_t b = 0; b < B; ++b) {
         const float xv = x[b * N + i];
         if (xv == 0.0f) continue;
-        float* ab = acc + b * N;
-        for (int64_t j = j0; j < j1; ++j) ab[j] += xv * kr[j];
+        float* ab = acc + b * N + j0;
+        const float xu = xv * raw_unit(kr);
+        for (int64_t t = 0; t < n; ++t) ab[t] += xu * raw_at(kr, t);
       }
     }
   }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void rows_times_chains(const float* k, const float* x, float* acc, int64_t i0, int64_t i1, int64_t B, int64_t N) {
+  rows_times_chains_body(k, x, acc, i0, i1, B, N, static_cast<float*>(nullptr));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void rows_times_chains(const uint16_t* k, const float* x, float* acc, int64_t i0, int64_t i1, int64_t B,
+                       int64_t N) {
+  std::vector<float> wide(B > 1 ? static_cast<size_t>(4 * chain_block(B, true)) : 0);
+  rows_times_chains_body(k, x, acc, i0, i1, B, N, wide.empty() ? nullptr : wide.data());
 }
 
 // One Sinkhorn pass over rows [i0, i1) of K: r_i = 1 / (K_i · c), and, when
@@ -152,7 +224,8 @@ void sinkhorn_one_pass(const float* k, int64_t N, int iterations, std::vector<fl
 
 // acc (B×N) = X (B×N) · K, reading K once for all chains: each thread streams a range
 // of K's rows into its own accumulators; the partial sums are added at the end.
-void chains_times_k(const float* k, const float* x, float* out, int64_t B, int64_t N) {
+template <typename Value>
+void chains_times_k(const Value* k, const float* x, float* out, int64_t B, int64_t N) {
   const int T = std::max(1, num_threads());
   std::vector<float> partial(static_cast<size_t>(T) * B * N, 0.0f);
 #pragma omp parallel for num_threads(T) schedule(static)
@@ -218,20 +291,67 @@ void sharpen_rows(float* a, int64_t N, double temperature) {
   for (int64_t i = 0; i < N; ++i) sharpen_row(a + i * N, N, t);
 }
 
+// fp16 storage on the CPU (--precision fp16) holds A = diag(r) K diag(c) itself, not
+// K: A is doubly stochastic, so every row and every column carries mass 1. Scaled by
+// a power of two that puts its largest entry in [2^14, 2^15), it is rounded to the
+// nearest fp16 (ties to even); entries under fp16's smallest normal (2^-14 after
+// scaling, about 1e-9 before) become 0, which takes at most N·2^-14/scale of any
+// row's or column's mass. Raw fp16 of K (the CUDA path) has no such bound: K's
+// entries sit near 1/N, fp16's subnormal range at N = 16384.
+struct HalfStorage {
+  std::vector<uint16_t> bits;
+  float unscale = 1.0f;  // 1 / scale
+};
+
+inline uint16_t to_half_bits(float v) {  // v in [0, 2^15]
+  if (!(v >= 0x1p-14f)) return 0;
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  b += 0xfffu + ((b >> 13) & 1u);  // round the 13 dropped bits to nearest, ties to even
+  return static_cast<uint16_t>((b >> 13) - (112u << 10));
+}
+
+HalfStorage half_storage(const std::vector<float>& K, const std::vector<float>& r, const std::vector<float>& c,
+                         int64_t N) {
+  const int T = std::max(1, num_threads());
+  float mx = 0;
+#pragma omp parallel for num_threads(T) schedule(static) reduction(max : mx)
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, r[i] * K[i * N + j] * c[j]);
+  if (!(mx > 0) || !std::isfinite(mx)) throw Error("the Markov operator has no finite positive entry for fp16 storage");
+  HalfStorage h;
+  int e = 0;
+  std::frexp(mx, &e);  // mx in [2^(e-1), 2^e)
+  const float scale = std::ldexp(1.0f, 15 - e);
+  h.unscale = std::ldexp(1.0f, e - 15);
+  h.bits.resize(static_cast<size_t>(N * N));
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < N; ++j) h.bits[i * N + j] = to_half_bits(r[i] * K[i * N + j] * c[j] * scale);
+  return h;
+}
+
 }  // namespace
 
 struct MarkovOperator::Impl {
   OperatorParams params;
   int h = 0, w = 0;
   int64_t n = 0;
-  // On the host (the CPU path): K (N×N sharpened attention), row and column scaling.
+  // On the host (the CPU path): K (N×N sharpened attention), row and column scaling;
+  // or, with fp16 storage, A itself (K empty).
   std::vector<float> K, r, c;
+  HalfStorage A16;
   // Elsewhere: the operator as LibTorch holds it (a GPU, or the CPU when asked for).
   std::unique_ptr<detail::OperatorKernel> kernel;
 
   // out (B×N) = S·A, A = diag(r) K diag(c).
   void apply(const float* S, float* out, int64_t B) const {
     if (kernel) return kernel->apply(S, out, B);
+    if (!A16.bits.empty()) {
+      chains_times_k(A16.bits.data(), S, out, B, n);
+      for (int64_t e = 0; e < B * n; ++e) out[e] *= A16.unscale;
+      return;
+    }
     std::vector<float> x(static_cast<size_t>(B * n));
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < n; ++i) x[b * n + i] = S[b * n + i] * r[i];
@@ -277,6 +397,10 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
     I.r.assign(static_cast<size_t>(I.n), 1.0f);
     I.c.assign(static_cast<size_t>(I.n), 1.0f);
   }
+  if (params.precision == Precision::Float16) {
+    I.A16 = half_storage(I.K, I.r, I.c, I.n);
+    I.K = std::vector<float>();
+  }
 }
 
 MarkovOperator::~MarkovOperator() = default;
@@ -289,12 +413,18 @@ Device MarkovOperator::device() const { return impl_->kernel ? impl_->kernel->de
 
 int64_t MarkovOperator::bytes_per_step() const {
   if (impl_->kernel) return impl_->kernel->bytes_per_step();
+  if (!impl_->A16.bits.empty()) return static_cast<int64_t>(impl_->A16.bits.size() * sizeof(uint16_t));
   return static_cast<int64_t>(impl_->K.size() * sizeof(float));
 }
 
 std::vector<float> MarkovOperator::dense() const {
   const auto& I = *impl_;
   if (I.kernel) return I.kernel->dense();
+  if (!I.A16.bits.empty()) {
+    std::vector<float> D(I.A16.bits.size());
+    for (size_t e = 0; e < D.size(); ++e) D[e] = value_at(I.A16.bits.data(), static_cast<int64_t>(e)) * I.A16.unscale;
+    return D;
+  }
   std::vector<float> D(I.K.size());
   for (int64_t i = 0; i < I.n; ++i)
     for (int64_t j = 0; j < I.n; ++j) D[i * I.n + j] = I.r[i] * I.K[i * I.n + j] * I.c[j];

@@ -191,6 +191,9 @@ struct Encoding {
   const char* name;
   double bytes_per_value;
   void (*round)(std::vector<float>& v, int64_t n);
+  // The operator's storage (--precision); "op-fp16" is the CPU's fp16 operator on the
+  // fp32 attention: its bytes per value are the operator's.
+  Precision op = Precision::Float32;
 };
 
 void keep_fp32(std::vector<float>&, int64_t) {}
@@ -261,7 +264,8 @@ int precision(const std::string& path, int n_clicks, const std::string& only) {
   cv::resize(labels == best, gt, rgb.size(), 0, 0, cv::INTER_NEAREST);
 
   const Encoding encodings[] = {{"fp32", 4, keep_fp32}, {"fp16", 2, round_fp16}, {"bf16", 2, round_bf16},
-                                {"fp16-row", 2.0 + 4.0 / n, round_fp16_row}};
+                                {"fp16-row", 2.0 + 4.0 / n, round_fp16_row},
+                                {"op-fp16", 2, keep_fp32, Precision::Float16}};
   M2N2Params params;
   std::vector<Click> clicks;
   std::vector<cv::Mat> ref_masks, ref_maps;
@@ -277,8 +281,10 @@ int precision(const std::string& path, int n_clicks, const std::string& only) {
     m.h = m.w = kGrid;
     m.data = arr.data;
     e.round(m.data, n);
+    OperatorParams op_params = params.op;
+    op_params.precision = e.op;
     const auto t0 = Clock::now();
-    auto op = std::make_shared<MarkovOperator>(std::move(m), params.op);
+    auto op = std::make_shared<MarkovOperator>(std::move(m), op_params);
     const double op_s = since(t0);
     Segmenter seg(rgb, op, params);
     double min_iou = 1, sum_iou = 0, max_dd = 0;

@@ -53,23 +53,23 @@ const AttentionMap& attention(int g) {
 
 // The *On benchmarks take where the operator lives as their first argument:
 // 0 = CPU fp32, 1 = CUDA fp32, 2 = CUDA fp16, 3 = CUDA bf16, 4 = CPU fp32 in LibTorch
-// (the CUDA code path on the CPU). CUDA ones are skipped (reported as errors) where
+// (the CUDA code path on the CPU), 5 = CPU fp16 (--precision fp16 on the CPU). CUDA ones are skipped (reported as errors) where
 // LibTorch sees no CUDA device.
 OperatorParams placed(int where) {
   OperatorParams p;
-  p.device = where == 0 || where == 4 ? Device::Cpu : Device::Cuda;
+  p.device = where == 0 || where == 4 || where == 5 ? Device::Cpu : Device::Cuda;
   p.libtorch = where == 4;
-  p.precision = where == 2 ? Precision::Float16 : where == 3 ? Precision::BFloat16 : Precision::Float32;
+  p.precision = where == 2 || where == 5 ? Precision::Float16 : where == 3 ? Precision::BFloat16 : Precision::Float32;
   return p;
 }
 
 const char* placement_name(int where) {
-  static const char* names[] = {"cpu fp32", "cuda fp32", "cuda fp16", "cuda bf16", "cpu fp32 libtorch"};
+  static const char* names[] = {"cpu fp32", "cuda fp32", "cuda fp16", "cuda bf16", "cpu fp32 libtorch", "cpu fp16"};
   return names[where];
 }
 
 bool skip_without_cuda(benchmark::State& st, int where) {
-  if (where == 0 || where == 4 || cuda_available()) return false;
+  if (where == 0 || where == 4 || where == 5 || cuda_available()) return false;
   st.SkipWithError("no CUDA device");
   return true;
 }
@@ -281,13 +281,13 @@ BENCHMARK(BM_OperatorPreparationTwoPass)->Arg(32)->Arg(64)->Unit(benchmark::kMil
 BENCHMARK(BM_OperatorTemperatureOnly)->Args({64, 0})->Args({64, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MarkovStep)->Args({32, 1})->Args({64, 1})->Args({64, 4})->Args({128, 1})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_MarkovMap)->Arg(32)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{0, 1, 2, 3, 4}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_OperatorPreparationOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{0, 1, 2, 3, 4}, {64}, {1, 4}})->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{0, 1, 2, 3, 4}, {128}, {1}})->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{0, 1, 2, 3, 4}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {64}, {1, 4}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MarkovStepOn)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {128}, {1}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_MarkovMapOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_ClickOn)->ArgsProduct({{0, 1, 2}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ClickOn)->ArgsProduct({{0, 1, 2, 5}, {64}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ClickOn)->ArgsProduct({{1, 2}, {128}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_UpsamplingTable)->Args({0, 64})->Args({1, 64})->Args({0, 32})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_UpsamplingApply)->Args({0, 64, 0})->Args({1, 64, 0})->Args({0, 64, 1})->Args({0, 64, 2})->Unit(benchmark::kMillisecond)->UseRealTime();

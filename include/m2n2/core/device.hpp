@@ -6,8 +6,9 @@
 namespace m2n2 {
 
 enum class Device { Auto, Cpu, Cuda };
-// Storage precision of the Markov operator. Reduced precision is for CUDA: LibTorch
-// 1.13 has no fp16 matrix products on CPU, and bf16 is slow there.
+// Storage precision of the Markov operator. fp16 on the CPU stores the balanced
+// operator scaled by a power of two (markov_operator.cpp); on CUDA, K as is. bf16 is
+// for CUDA only: on the CPU it stays fp32.
 enum class Precision { Float32, Float16, BFloat16 };
 
 Device parse_device(const std::string& s);        // "auto" | "cpu" | "cuda"
