@@ -133,12 +133,21 @@ void rows_times_chains(const uint16_t* k, const float* x, float* acc, int64_t i0
 // `accumulate`, s += r_i K_i (this range's share of Kᵀ r) while the row is in cache.
 // Four rows at a time: c is loaded once for four dot products (four independent
 // vector chains hide the FMA latency) and s is read and written once for four rows.
+// Software-pipelined: the loop over columns that takes the dot products of rows
+// i … i+3 (streamed from memory) also adds rows i-4 … i-1, whose r is now known
+// (still in cache), into s, so the stream from memory never waits for a pass that
+// only reads the cache.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* __restrict r, float* __restrict s,
                    int64_t i0, int64_t i1, int64_t N, bool accumulate) {
   constexpr int L = 16;  // independent partial sums per row: lets the dot products vectorise
+  // The previous group of four rows, to be added into s, and its weights in Kᵀr: the
+  // first group has none (weights 0; adding 0·K leaves s as it is), nor does a pass
+  // that does not accumulate.
+  const float *p0 = k + i0 * N, *p1 = p0, *p2 = p0, *p3 = p0;
+  float q0 = 0, q1 = 0, q2 = 0, q3 = 0;
   int64_t i = i0;
   for (; i + 4 <= i1; i += 4) {
     const auto [k0, k1, k2, k3] = four_rows(k, i, N);
@@ -151,7 +160,9 @@ void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* 
         a1[l] += k1[j + l] * cj;
         a2[l] += k2[j + l] * cj;
         a3[l] += k3[j + l] * cj;
+        s[j + l] += (q0 * p0[j + l] + q1 * p1[j + l]) + (q2 * p2[j + l] + q3 * p3[j + l]);
       }
+    for (int64_t t = j; t < N; ++t) s[t] += (q0 * p0[t] + q1 * p1[t]) + (q2 * p2[t] + q3 * p3[t]);
     float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
     for (; j < N; ++j) {
       d0 += k0[j] * c[j];
@@ -165,14 +176,15 @@ void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* 
       d2 += a2[l];
       d3 += a3[l];
     }
-    const float r0 = 1.0f / d0, r1 = 1.0f / d1, r2 = 1.0f / d2, r3 = 1.0f / d3;
-    r[i] = r0;
-    r[i + 1] = r1;
-    r[i + 2] = r2;
-    r[i + 3] = r3;
-    if (accumulate)
-      for (j = 0; j < N; ++j) s[j] += (r0 * k0[j] + r1 * k1[j]) + (r2 * k2[j] + r3 * k3[j]);
+    r[i] = 1.0f / d0;
+    r[i + 1] = 1.0f / d1;
+    r[i + 2] = 1.0f / d2;
+    r[i + 3] = 1.0f / d3;
+    p0 = k0, p1 = k1, p2 = k2, p3 = k3;
+    if (accumulate) q0 = r[i], q1 = r[i + 1], q2 = r[i + 2], q3 = r[i + 3];
   }
+  if (accumulate && i > i0)
+    for (int64_t j = 0; j < N; ++j) s[j] += (q0 * p0[j] + q1 * p1[j]) + (q2 * p2[j] + q3 * p3[j]);
   for (; i < i1; ++i) {
     const float* row = k + i * N;
     float acc[L] = {0};
