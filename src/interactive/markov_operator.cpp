@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "m2n2/core/error.hpp"
+#include "m2n2/io/npy.hpp"
 #include "core/fast_math.hpp"
 #include "libtorch/backend.hpp"
 
@@ -315,31 +316,35 @@ struct HalfStorage {
   float unscale = 1.0f;  // 1 / scale
 };
 
-inline uint16_t to_half_bits(float v) {  // v in [0, 2^15]
-  if (!(v >= 0x1p-14f)) return 0;
-  uint32_t b;
-  std::memcpy(&b, &v, sizeof b);
-  b += 0xfffu + ((b >> 13) & 1u);  // round the 13 dropped bits to nearest, ties to even
-  return static_cast<uint16_t>((b >> 13) - (112u << 10));
-}
-
-HalfStorage half_storage(const std::vector<float>& K, const std::vector<float>& r, const std::vector<float>& c,
+// A = diag(r) K diag(c), formed in K's own buffer (K is not needed afterwards),
+// then scaled and rounded to fp16 by OpenCV's conversion (nearest, ties to even).
+// Scaled values under fp16's smallest normal are set to 0 before the conversion.
+HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, const std::vector<float>& c,
                          int64_t N) {
   const int T = std::max(1, num_threads());
   float mx = 0;
 #pragma omp parallel for num_threads(T) schedule(static) reduction(max : mx)
-  for (int64_t i = 0; i < N; ++i)
-    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, r[i] * K[i * N + j] * c[j]);
+  for (int64_t i = 0; i < N; ++i) {
+    float* row = K.data() + i * N;
+    for (int64_t j = 0; j < N; ++j) {
+      row[j] = r[i] * row[j] * c[j];
+      mx = std::max(mx, row[j]);
+    }
+  }
   if (!(mx > 0) || !std::isfinite(mx)) throw Error("the Markov operator has no finite positive entry for fp16 storage");
   HalfStorage h;
   int e = 0;
   std::frexp(mx, &e);  // mx in [2^(e-1), 2^e)
   const float scale = std::ldexp(1.0f, 15 - e);
   h.unscale = std::ldexp(1.0f, e - 15);
-  h.bits.resize(static_cast<size_t>(N * N));
 #pragma omp parallel for num_threads(T) schedule(static)
-  for (int64_t i = 0; i < N; ++i)
-    for (int64_t j = 0; j < N; ++j) h.bits[i * N + j] = to_half_bits(r[i] * K[i * N + j] * c[j] * scale);
+  for (int64_t i = 0; i < N * N; ++i) {
+    const float v = K[static_cast<size_t>(i)] * scale;  // exact: a power of two
+    K[static_cast<size_t>(i)] = v >= 0x1p-14f ? v : 0.0f;
+  }
+  h.bits.resize(static_cast<size_t>(N * N));
+  floats_to_halves(K.data(), h.bits.data(), K.size());
+  K = std::vector<float>();
   return h;
 }
 
@@ -410,8 +415,7 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
     I.c.assign(static_cast<size_t>(I.n), 1.0f);
   }
   if (params.precision == Precision::Float16) {
-    I.A16 = half_storage(I.K, I.r, I.c, I.n);
-    I.K = std::vector<float>();
+    I.A16 = half_storage(std::move(I.K), I.r, I.c, I.n);  // empties K
   }
 }
 

@@ -194,7 +194,7 @@ __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py, int px0, int lo_blk,
                  int cy_lo, const int* cy0, const int* cy_off, const float* ay0, const float* ay1,
-                 float* __restrict accY, float* __restrict accX, double* __restrict wsum, float* __restrict wbuf) {
+                 float* __restrict accY, float* __restrict accX, double* __restrict wsum) {
   constexpr int L = kLanes;
   const int NXC = in.NXC;
   std::fill(accY, accY + static_cast<size_t>(in.KY + 1) * NXC * L, 0.0f);
@@ -210,32 +210,21 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
     const float* G = in.G + static_cast<size_t>(qy) * in.W;
     const float* B = in.B + static_cast<size_t>(qy) * in.W;
     const float* rev = span.rev;
-    // The weights first, in one loop over the span (long enough for the exponentials
-    // of successive neighbours to overlap), then their sums per grid column.
     float rs[L] = {};
-    for (int q = q_lo; q <= q_hi; ++q) {
-      const float cr = R[q], cg = G[q], cb = B[q];
-      const float* sp = rev - q;
-      float* wq = wbuf + static_cast<size_t>(q - q_lo) * L;
-#pragma omp simd
-      for (int j = 0; j < L; ++j) {
-        const float w = bilateral_weight(sp[j], cr - pr[j], cg - pg[j], cb - pb[j], k);
-        wq[j] = w;
-        rs[j] += w;
-      }
-    }
     const int c_first = in.cell[q_lo] - lo_blk;
     int c_last = c_first;
     for (int q = q_lo; q <= q_hi;) {
       const int c = in.cell[q];
       float s0[L] = {}, s1[L] = {};
       for (; q <= q_hi && in.cell[q] == c; ++q) {
-        const float w0 = in.l0[q], w1 = in.l1[q];
-        const float* wq = wbuf + static_cast<size_t>(q - q_lo) * L;
+        const float cr = R[q], cg = G[q], cb = B[q], w0 = in.l0[q], w1 = in.l1[q];
+        const float* sp = rev - q;
 #pragma omp simd
         for (int j = 0; j < L; ++j) {
-          s0[j] += wq[j] * w0;
-          s1[j] += wq[j] * w1;
+          const float w = bilateral_weight(sp[j], cr - pr[j], cg - pg[j], cb - pb[j], k);
+          rs[j] += w;
+          s0[j] += w * w0;
+          s1[j] += w * w1;
         }
       }
       c_last = c - lo_blk;
@@ -372,13 +361,12 @@ void JointBilateralUpsampler::build_table() {
   {
     std::vector<float> accY(static_cast<size_t>(KY + 1) * NXC * L), accX(static_cast<size_t>(NXC + 1) * L, 0.0f);
     std::vector<double> wsum(L);
-    std::vector<float> wbuf(static_cast<size_t>(L + 2 * max_dx + 1) * L);  // a window row's span, per lane
 #pragma omp for schedule(dynamic, 2)
     for (int py = 0; py < H_; ++py) {
       for (int px0 = 0; px0 < W_; px0 += L) {
         const int lo_blk = ax_.lo[px0];
         table_block(in, rows.data(), static_cast<int>(rows.size()), py, px0, lo_blk, ay_.lo[py], ay_.i0.data(),
-                    cy_off.data(), ay_.l0.data(), ay_.l1.data(), accY.data(), accX.data(), wsum.data(), wbuf.data());
+                    cy_off.data(), ay_.l0.data(), ay_.l1.data(), accY.data(), accX.data(), wsum.data());
         for (int j = 0; j < L && px0 + j < W_; ++j) {
           const int px = px0 + j, shift = ax_.lo[px] - lo_blk;
           const float inv = wsum[j] > 0 ? static_cast<float>(1.0 / wsum[j]) : 0.0f;
