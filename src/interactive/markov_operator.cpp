@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "m2n2/core/error.hpp"
-#include "m2n2/io/npy.hpp"
+#include "m2n2/core/half.hpp"
 #include "core/fast_math.hpp"
 #include "libtorch/backend.hpp"
 
@@ -316,20 +316,18 @@ struct HalfStorage {
   float unscale = 1.0f;  // 1 / scale
 };
 
-// A = diag(r) K diag(c), formed in K's own buffer (K is not needed afterwards),
-// then scaled and rounded to fp16 by OpenCV's conversion (nearest, ties to even).
-// Scaled values under fp16's smallest normal are set to 0 before the conversion.
+// A = diag(r) K diag(c), scaled and rounded to fp16 by OpenCV's conversion (nearest,
+// ties to even). Two passes over K: its largest entry of A, then each row of A formed,
+// scaled and converted while in cache; scaled values under fp16's smallest normal are
+// set to 0 before the conversion. K is freed at the end.
 HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, const std::vector<float>& c,
                          int64_t N) {
   const int T = std::max(1, num_threads());
   float mx = 0;
 #pragma omp parallel for num_threads(T) schedule(static) reduction(max : mx)
   for (int64_t i = 0; i < N; ++i) {
-    float* row = K.data() + i * N;
-    for (int64_t j = 0; j < N; ++j) {
-      row[j] = r[i] * row[j] * c[j];
-      mx = std::max(mx, row[j]);
-    }
+    const float* row = K.data() + i * N;
+    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, r[i] * row[j] * c[j]);
   }
   if (!(mx > 0) || !std::isfinite(mx)) throw Error("the Markov operator has no finite positive entry for fp16 storage");
   HalfStorage h;
@@ -337,13 +335,20 @@ HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, co
   std::frexp(mx, &e);  // mx in [2^(e-1), 2^e)
   const float scale = std::ldexp(1.0f, 15 - e);
   h.unscale = std::ldexp(1.0f, e - 15);
-#pragma omp parallel for num_threads(T) schedule(static)
-  for (int64_t i = 0; i < N * N; ++i) {
-    const float v = K[static_cast<size_t>(i)] * scale;  // exact: a power of two
-    K[static_cast<size_t>(i)] = v >= 0x1p-14f ? v : 0.0f;
-  }
   h.bits.resize(static_cast<size_t>(N * N));
-  floats_to_halves(K.data(), h.bits.data(), K.size());
+#pragma omp parallel num_threads(T)
+  {
+    std::vector<float> a(static_cast<size_t>(N));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < N; ++i) {
+      const float* row = K.data() + i * N;
+      for (int64_t j = 0; j < N; ++j) {
+        const float v = (r[i] * row[j] * c[j]) * scale;  // exact: a power of two
+        a[static_cast<size_t>(j)] = v >= 0x1p-14f ? v : 0.0f;
+      }
+      floats_to_halves_serial(a.data(), h.bits.data() + i * N, static_cast<size_t>(N));
+    }
+  }
   K = std::vector<float>();
   return h;
 }

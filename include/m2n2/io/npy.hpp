@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "m2n2/core/half.hpp"  // fp16 conversions, used for "<f2"
+
 namespace m2n2 {
 
 // A numeric array read from .npy, converted to float32 (C order).
@@ -26,13 +28,6 @@ std::string encode_npy(const float* data, const std::vector<int64_t>& shape,
 // Writes atomically (temporary file, then rename).
 void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape,
                NpyDtype dtype = NpyDtype::Float32);
-
-float half_to_float(uint16_t h);
-uint16_t float_to_half(float f);
-// The same over arrays, vectorised (OpenCV's conversion; round to nearest even, as
-// float_to_half): n floats to halves, and each float rounded to the nearest half in place.
-void floats_to_halves(const float* in, uint16_t* out, size_t n);
-void round_to_half(float* values, size_t n);
 
 // Writes `bytes` to `path` through a temporary file in the same folder and a rename,
 // so that readers never see a half-written file.
