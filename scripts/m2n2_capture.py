@@ -13,7 +13,8 @@ Two ways in, one average:
   heads one head at a time in fp32 (no fp32 copy of all heads: at grid 128 that copy
   alone is 5-8 GiB).
 * `AttentionCapture` (any module with to_q/to_k/heads/scale): a forward pre-hook
-  that recomputes the probabilities from the module's own weights.
+  that recomputes the probabilities from the module's own weights, also one head
+  at a time.
 
 Both use only ops that LibTorch 1.13 can load (no scaled_dot_product_attention).
 """
@@ -33,16 +34,20 @@ def head_average(probs, heads):
 
 
 def attention_probs(module, hidden_states):
-    """softmax(Q Kᵀ · scale) averaged over heads: (B, N, N), fp32 (for AttentionCapture)."""
+    """softmax(Q Kᵀ · scale) averaged over heads: (B, N, N), fp32 (for AttentionCapture).
+    One head at a time, summed into one fp32 map, as head_average does: never all
+    heads' N x N probabilities at once."""
     q = module.to_q(hidden_states)
     k = module.to_k(hidden_states)
-    b, n, c = q.shape
     h = module.heads
-    d = c // h
-    q = q.reshape(b, n, h, d).permute(0, 2, 1, 3)
-    k = k.reshape(b, n, h, d).permute(0, 2, 1, 3)
-    probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * float(module.scale), dim=-1)
-    return probs.float().mean(dim=1)
+    d = q.shape[-1] // h
+    acc = None
+    for i in range(h):
+        qi = q[:, :, i * d:(i + 1) * d]
+        ki = k[:, :, i * d:(i + 1) * d]
+        p = torch.softmax(torch.matmul(qi, ki.transpose(-1, -2)) * float(module.scale), dim=-1).float()
+        acc = p if acc is None else acc.add_(p)
+    return acc.div_(h)
 
 
 def score_input(query, attention_mask):
