@@ -230,6 +230,7 @@ void table_block(const TableInput& in, const WindowRow* rows, int n_rows, int py
       c_last = c - lo_blk;
       float* a0 = accX + static_cast<size_t>(c_last) * L;
       float* a1 = a0 + L;
+#pragma omp simd
       for (int j = 0; j < L; ++j) {
         a0[j] += s0[j];
         a1[j] += s1[j];
