@@ -12,8 +12,8 @@
 #include "attention/sources.hpp"
 #include "libtorch/backend.hpp"
 #include "m2n2/core/error.hpp"
-#include "m2n2/io/image_io.hpp"
 #include "m2n2/core/half.hpp"
+#include "m2n2/io/image_io.hpp"
 #include "m2n2/io/npy.hpp"
 
 namespace m2n2 {

@@ -317,9 +317,10 @@ struct HalfStorage {
 };
 
 // A = diag(r) K diag(c), scaled and rounded to fp16 by OpenCV's conversion (nearest,
-// ties to even). Two passes over K: its largest entry of A, then each row of A formed,
-// scaled and converted while in cache; scaled values under fp16's smallest normal are
-// set to 0 before the conversion. K is freed at the end.
+// ties to even). Two passes over K, which is only read: the first finds A's largest
+// entry; the second forms each row of A, scales it and converts it while it is in
+// cache (scaled values under fp16's smallest normal are set to 0 first). K is freed
+// at the end.
 HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, const std::vector<float>& c,
                          int64_t N) {
   const int T = std::max(1, num_threads());
