@@ -60,14 +60,23 @@ uint16_t float_to_half(float f) {
   return sign | static_cast<uint16_t>(res);
 }
 
-void floats_to_halves_serial(const float* in, uint16_t* out, size_t n) {
-  constexpr size_t kChunk = size_t{1} << 30;  // keeps cv::Mat sizes in int range
+namespace {
+// OpenCV's vectorised conversion of n values from type `from` to type `to`, in
+// chunks that keep cv::Mat sizes in int range.
+template <typename From, typename To>
+void convert(const From* in, int from, To* out, int to, size_t n) {
+  constexpr size_t kChunk = size_t{1} << 30;
   for (size_t i = 0; i < n; i += kChunk) {
     const int m = static_cast<int>(std::min(kChunk, n - i));
-    cv::Mat dst(1, m, CV_16F, out + i);
-    cv::Mat(1, m, CV_32F, const_cast<float*>(in + i)).convertTo(dst, CV_16F);
+    cv::Mat dst(1, m, to, out + i);
+    cv::Mat(1, m, from, const_cast<From*>(in + i)).convertTo(dst, to);
   }
 }
+}  // namespace
+
+void floats_to_halves_serial(const float* in, uint16_t* out, size_t n) { convert(in, CV_32F, out, CV_16F, n); }
+
+void halves_to_floats(const uint16_t* in, float* out, size_t n) { convert(in, CV_16F, out, CV_32F, n); }
 
 void floats_to_halves(const float* in, uint16_t* out, size_t n) {
   constexpr size_t kChunk = size_t{1} << 20;
@@ -86,10 +95,9 @@ void round_to_half(float* values, size_t n) {
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < static_cast<int64_t>((n + kChunk - 1) / kChunk); ++c) {
       const size_t i = static_cast<size_t>(c) * kChunk;
-      const int m = static_cast<int>(std::min(kChunk, n - i));
-      cv::Mat v(1, m, CV_32F, values + i), h(1, m, CV_16F, buf.data());
-      v.convertTo(h, CV_16F);
-      h.convertTo(v, CV_32F);
+      const size_t m = std::min(kChunk, n - i);
+      floats_to_halves_serial(values + i, buf.data(), m);
+      halves_to_floats(buf.data(), values + i, m);
     }
   }
 }

@@ -324,11 +324,13 @@ struct HalfStorage {
 HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, const std::vector<float>& c,
                          int64_t N) {
   const int T = std::max(1, num_threads());
+  // A's entry (i, j) from row i of K, the same expression in both passes.
+  const auto a_ij = [&](int64_t i, const float* row, int64_t j) { return r[i] * row[j] * c[j]; };
   float mx = 0;
 #pragma omp parallel for num_threads(T) schedule(static) reduction(max : mx)
   for (int64_t i = 0; i < N; ++i) {
     const float* row = K.data() + i * N;
-    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, r[i] * row[j] * c[j]);
+    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, a_ij(i, row, j));
   }
   if (!(mx > 0) || !std::isfinite(mx)) throw Error("the Markov operator has no finite positive entry for fp16 storage");
   HalfStorage h;
@@ -344,7 +346,7 @@ HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, co
     for (int64_t i = 0; i < N; ++i) {
       const float* row = K.data() + i * N;
       for (int64_t j = 0; j < N; ++j) {
-        const float v = (r[i] * row[j] * c[j]) * scale;  // exact: a power of two
+        const float v = a_ij(i, row, j) * scale;  // exact: a power of two
         a[static_cast<size_t>(j)] = v >= 0x1p-14f ? v : 0.0f;
       }
       floats_to_halves_serial(a.data(), h.bits.data() + i * N, static_cast<size_t>(N));

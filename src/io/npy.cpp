@@ -1,7 +1,5 @@
 #include "m2n2/io/npy.hpp"
 
-#include <opencv2/core.hpp>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -235,7 +233,7 @@ NpyArray read_npy(const std::string& path) {
     if (static_cast<size_t>(f.gcount()) != need) throw Error(path + ": read error");
     return arr;
   }
-  // float16 (the cache's dtype): read in chunks, widened by OpenCV's vectorised
+  // float16 (the cache's dtype): read in chunks, widened by the vectorised
   // conversion (exact: every fp16 value is a float).
   constexpr int64_t kChunk = 1 << 21;
   std::vector<uint16_t> buf(static_cast<size_t>(std::min<int64_t>(kChunk, std::max<int64_t>(h.n, 1))));
@@ -243,7 +241,7 @@ NpyArray read_npy(const std::string& path) {
     const int64_t m = std::min(kChunk, h.n - i);
     f.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(m * 2));
     if (f.gcount() != m * 2) throw Error(path + ": read error");
-    cv::Mat(1, static_cast<int>(m), CV_16F, buf.data()).convertTo(cv::Mat(1, static_cast<int>(m), CV_32F, arr.data.data() + i), CV_32F);
+    halves_to_floats(buf.data(), arr.data.data() + i, static_cast<size_t>(m));
   }
   return arr;
 }

@@ -35,3 +35,16 @@ TEST(Half, ArrayConversionsEqualTheScalarOne) {
     ASSERT_EQ(std::memcmp(&r[i], &want, 4), 0) << v[i];
   }
 }
+
+// Widening every half that is not a NaN gives half_to_float's float, bit for bit.
+TEST(Half, WideningEqualsTheScalarOne) {
+  std::vector<uint16_t> h;
+  for (uint32_t b = 0; b < 65536; ++b)
+    if ((b & 0x7c00u) != 0x7c00u || (b & 0x3ffu) == 0) h.push_back(static_cast<uint16_t>(b));
+  std::vector<float> f(h.size());
+  halves_to_floats(h.data(), f.data(), h.size());
+  for (size_t i = 0; i < h.size(); ++i) {
+    const float want = half_to_float(h[i]);
+    ASSERT_EQ(std::memcmp(&f[i], &want, 4), 0) << h[i];
+  }
+}

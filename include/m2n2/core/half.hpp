@@ -17,5 +17,7 @@ void round_to_half(float* values, size_t n);
 
 // floats_to_halves on the calling thread only, for use inside a parallel loop.
 void floats_to_halves_serial(const float* in, uint16_t* out, size_t n);
+// n halves widened to floats (exact), on the calling thread.
+void halves_to_floats(const uint16_t* in, float* out, size_t n);
 
 }  // namespace m2n2
