@@ -64,7 +64,7 @@ void add_m2n2_flags(CLI::App* app, M2N2Flags& f) {
                   "Segment images larger than this at this longer side (attention, upsampling, scoring); masks at full size. 0 = off")
       ->capture_default_str()
       ->group(g);
-  app->add_option("--precision", f.precision, "Operator storage: fp32; fp16 (CPU: the balanced operator scaled, half the memory and a faster Markov step; CUDA: K as is); bf16 (CUDA only, the CPU keeps fp32)")
+  app->add_option("--precision", f.precision, "Operator storage: fp32; fp16 (CPU: the operator scaled and balanced in fp16, half the memory, faster Sinkhorn and Markov steps; CUDA: K as is); bf16 (CUDA only, the CPU keeps fp32)")
       ->capture_default_str()
       ->group(g);
   app->add_flag("--libtorch-operator", f.p.op.libtorch,

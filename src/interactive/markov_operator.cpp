@@ -12,6 +12,10 @@
 #include "core/fast_math.hpp"
 #include "libtorch/backend.hpp"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
+
 namespace m2n2 {
 
 namespace {
@@ -130,6 +134,30 @@ void rows_times_chains(const uint16_t* k, const float* x, float* acc, int64_t i0
   rows_times_chains_body(k, x, acc, i0, i1, B, N, wide.empty() ? nullptr : wide.data());
 }
 
+// The end of a group of four rows in the Sinkhorn pass: their r from the dot products
+// d, and the group becomes the one whose Kᵀr share the next group's loop adds (weights
+// r·raw_unit, or 0 when the pass does not accumulate).
+template <typename T>
+[[gnu::always_inline]] inline void finish_group(float* r, int64_t i, float d0, float d1, float d2, float d3,
+                                                FourRows<T> k, bool accumulate, float u, const T*& p0,
+                                                const T*& p1, const T*& p2, const T*& p3, float& q0, float& q1,
+                                                float& q2, float& q3) {
+  r[i] = 1.0f / d0;
+  r[i + 1] = 1.0f / d1;
+  r[i + 2] = 1.0f / d2;
+  r[i + 3] = 1.0f / d3;
+  p0 = k.r0, p1 = k.r1, p2 = k.r2, p3 = k.r3;
+  if (accumulate) q0 = r[i] * u, q1 = r[i + 1] * u, q2 = r[i + 2] * u, q3 = r[i + 3] * u;
+}
+
+// s += the last group's Kᵀr share.
+template <typename T>
+inline void add_group(float* __restrict s, int64_t N, const T* p0, const T* p1, const T* p2, const T* p3, float q0,
+                      float q1, float q2, float q3) {
+  for (int64_t j = 0; j < N; ++j)
+    s[j] += (q0 * raw_at(p0, j) + q1 * raw_at(p1, j)) + (q2 * raw_at(p2, j) + q3 * raw_at(p3, j));
+}
+
 // One Sinkhorn pass over rows [i0, i1) of K: r_i = 1 / (K_i · c), and, when
 // `accumulate`, s += r_i K_i (this range's share of Kᵀ r) while the row is in cache.
 // Four rows at a time: c is loaded once for four dot products (four independent
@@ -138,16 +166,16 @@ void rows_times_chains(const uint16_t* k, const float* x, float* acc, int64_t i0
 // i … i+3 (streamed from memory) also adds rows i-4 … i-1, whose r is now known
 // (still in cache), into s, so the stream from memory never waits for a pass that
 // only reads the cache.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* __restrict r, float* __restrict s,
-                   int64_t i0, int64_t i1, int64_t N, bool accumulate) {
-  constexpr int L = 16;  // independent partial sums per row: lets the dot products vectorise
+template <typename T>
+[[gnu::always_inline]] inline void sinkhorn_rows_body(const T* __restrict k, const float* __restrict c,
+                                                      float* __restrict r, float* __restrict s, int64_t i0,
+                                                      int64_t i1, int64_t N, bool accumulate) {
+  constexpr int L = 16;
+  const float u = raw_unit(k);  // independent partial sums per row: lets the dot products vectorise
   // The previous group of four rows, to be added into s, and its weights in Kᵀr: the
   // first group has none (weights 0; adding 0·K leaves s as it is), nor does a pass
   // that does not accumulate.
-  const float *p0 = k + i0 * N, *p1 = p0, *p2 = p0, *p3 = p0;
+  const T *p0 = k + i0 * N, *p1 = p0, *p2 = p0, *p3 = p0;
   float q0 = 0, q1 = 0, q2 = 0, q3 = 0;
   int64_t i = i0;
   for (; i + 4 <= i1; i += 4) {
@@ -157,19 +185,20 @@ void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* 
     for (; j + L <= N; j += L)
       for (int l = 0; l < L; ++l) {
         const float cj = c[j + l];
-        a0[l] += k0[j + l] * cj;
-        a1[l] += k1[j + l] * cj;
-        a2[l] += k2[j + l] * cj;
-        a3[l] += k3[j + l] * cj;
-        s[j + l] += (q0 * p0[j + l] + q1 * p1[j + l]) + (q2 * p2[j + l] + q3 * p3[j + l]);
+        a0[l] += raw_at(k0, j + l) * cj;
+        a1[l] += raw_at(k1, j + l) * cj;
+        a2[l] += raw_at(k2, j + l) * cj;
+        a3[l] += raw_at(k3, j + l) * cj;
+        s[j + l] += (q0 * raw_at(p0, j + l) + q1 * raw_at(p1, j + l)) + (q2 * raw_at(p2, j + l) + q3 * raw_at(p3, j + l));
       }
-    for (int64_t t = j; t < N; ++t) s[t] += (q0 * p0[t] + q1 * p1[t]) + (q2 * p2[t] + q3 * p3[t]);
+    for (int64_t t = j; t < N; ++t)
+      s[t] += (q0 * raw_at(p0, t) + q1 * raw_at(p1, t)) + (q2 * raw_at(p2, t) + q3 * raw_at(p3, t));
     float d0 = 0, d1 = 0, d2 = 0, d3 = 0;
     for (; j < N; ++j) {
-      d0 += k0[j] * c[j];
-      d1 += k1[j] * c[j];
-      d2 += k2[j] * c[j];
-      d3 += k3[j] * c[j];
+      d0 += raw_at(k0, j) * c[j];
+      d1 += raw_at(k1, j) * c[j];
+      d2 += raw_at(k2, j) * c[j];
+      d3 += raw_at(k3, j) * c[j];
     }
     for (int l = 0; l < L; ++l) {
       d0 += a0[l];
@@ -177,60 +206,140 @@ void sinkhorn_rows(const float* __restrict k, const float* __restrict c, float* 
       d2 += a2[l];
       d3 += a3[l];
     }
-    r[i] = 1.0f / d0;
-    r[i + 1] = 1.0f / d1;
-    r[i + 2] = 1.0f / d2;
-    r[i + 3] = 1.0f / d3;
-    p0 = k0, p1 = k1, p2 = k2, p3 = k3;
-    if (accumulate) q0 = r[i], q1 = r[i + 1], q2 = r[i + 2], q3 = r[i + 3];
+    finish_group(r, i, d0, d1, d2, d3, {k0, k1, k2, k3}, accumulate, u, p0, p1, p2, p3, q0, q1, q2, q3);
   }
-  if (accumulate && i > i0)
-    for (int64_t j = 0; j < N; ++j) s[j] += (q0 * p0[j] + q1 * p1[j]) + (q2 * p2[j] + q3 * p3[j]);
+  if (accumulate && i > i0) add_group(s, N, p0, p1, p2, p3, q0, q1, q2, q3);
   for (; i < i1; ++i) {
-    const float* row = k + i * N;
+    const T* row = k + i * N;
     float acc[L] = {0};
     int64_t j = 0;
     for (; j + L <= N; j += L)
-      for (int l = 0; l < L; ++l) acc[l] += row[j + l] * c[j + l];
+      for (int l = 0; l < L; ++l) acc[l] += raw_at(row, j + l) * c[j + l];
     float d = 0;
-    for (; j < N; ++j) d += row[j] * c[j];
+    for (; j < N; ++j) d += raw_at(row, j) * c[j];
     for (int l = 0; l < L; ++l) d += acc[l];
     const float ri = 1.0f / d;
     r[i] = ri;
     if (accumulate)
-      for (j = 0; j < N; ++j) s[j] += ri * row[j];
+      for (j = 0; j < N; ++j) s[j] += (ri * u) * raw_at(row, j);
   }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void sinkhorn_rows(const float* k, const float* c, float* r, float* s, int64_t i0, int64_t i1, int64_t N,
+                   bool accumulate) {
+  sinkhorn_rows_body(k, c, r, s, i0, i1, N, accumulate);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define M2N2_HALF_SINKHORN_AVX512 1
+// GCC 12 reports its own _mm512_undefined_* inside the intrinsics as uninitialised.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The same pass over fp16 storage written for AVX-512 (the compiler's vectorisation of
+// the body above widens 8 values per instruction and has no FMA there): 16 stored
+// values widened per instruction, fused multiply-adds; the four rows' dot products
+// take 16 partial sums each, as above, added in a tree at the end.
+// 16 stored values as raw floats (raw_at).
+__attribute__((target("avx512f"), always_inline)) inline __m512 wide(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 13));
+}
+
+__attribute__((target("avx512f"))) void sinkhorn_rows_half_avx512(const uint16_t* __restrict k,
+                                                                  const float* __restrict c, float* __restrict r,
+                                                                  float* __restrict s, int64_t i0, int64_t i1,
+                                                                  int64_t N, bool accumulate) {
+  const float u = raw_unit(k);
+  const uint16_t *p0 = k + i0 * N, *p1 = p0, *p2 = p0, *p3 = p0;
+  float q0 = 0, q1 = 0, q2 = 0, q3 = 0;
+  const int64_t N16 = N / 16 * 16;
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const auto [k0, k1, k2, k3] = four_rows(k, i, N);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const __m512 Q0 = _mm512_set1_ps(q0), Q1 = _mm512_set1_ps(q1), Q2 = _mm512_set1_ps(q2), Q3 = _mm512_set1_ps(q3);
+    for (int64_t j = 0; j < N16; j += 16) {
+      const __m512 cj = _mm512_loadu_ps(c + j);
+      a0 = _mm512_fmadd_ps(wide(k0 + j), cj, a0);
+      a1 = _mm512_fmadd_ps(wide(k1 + j), cj, a1);
+      a2 = _mm512_fmadd_ps(wide(k2 + j), cj, a2);
+      a3 = _mm512_fmadd_ps(wide(k3 + j), cj, a3);
+      const __m512 t = _mm512_add_ps(_mm512_fmadd_ps(Q0, wide(p0 + j), _mm512_mul_ps(Q1, wide(p1 + j))),
+                                     _mm512_fmadd_ps(Q2, wide(p2 + j), _mm512_mul_ps(Q3, wide(p3 + j))));
+      _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), t));
+    }
+    float d0 = _mm512_reduce_add_ps(a0), d1 = _mm512_reduce_add_ps(a1), d2 = _mm512_reduce_add_ps(a2),
+          d3 = _mm512_reduce_add_ps(a3);
+    for (int64_t j = N16; j < N; ++j) {
+      d0 += raw_at(k0, j) * c[j];
+      d1 += raw_at(k1, j) * c[j];
+      d2 += raw_at(k2, j) * c[j];
+      d3 += raw_at(k3, j) * c[j];
+      s[j] += (q0 * raw_at(p0, j) + q1 * raw_at(p1, j)) + (q2 * raw_at(p2, j) + q3 * raw_at(p3, j));
+    }
+    finish_group(r, i, d0, d1, d2, d3, {k0, k1, k2, k3}, accumulate, u, p0, p1, p2, p3, q0, q1, q2, q3);
+  }
+  if (accumulate && i > i0) add_group(s, N, p0, p1, p2, p3, q0, q1, q2, q3);
+  // The last rows (fewer than four), as the portable body does them.
+  if (i < i1) sinkhorn_rows_body(k, c, r, s, i, i1, N, accumulate);
+}
+#pragma GCC diagnostic pop
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void sinkhorn_rows_half_portable(const uint16_t* k, const float* c, float* r, float* s, int64_t i0, int64_t i1,
+                                 int64_t N, bool accumulate) {
+  sinkhorn_rows_body(k, c, r, s, i0, i1, N, accumulate);
+}
+
+void sinkhorn_rows(const uint16_t* k, const float* c, float* r, float* s, int64_t i0, int64_t i1, int64_t N,
+                   bool accumulate) {
+#ifdef M2N2_HALF_SINKHORN_AVX512
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) return sinkhorn_rows_half_avx512(k, c, r, s, i0, i1, N, accumulate);
+#endif
+  sinkhorn_rows_half_portable(k, c, r, s, i0, i1, N, accumulate);
 }
 
 // Sinkhorn/IPF on the CPU with one pass over K per iteration (instead of two
 // matrix-vector products): the pass that computes r = 1/(K c) also sums Kᵀ r for the
-// next c. The same iterates as c = 1/(Kᵀ r), r = 1/(K c) from r = 1.
-void sinkhorn_one_pass(const float* k, int64_t N, int iterations, std::vector<float>& r, std::vector<float>& c) {
-  const int T = std::max(1, num_threads());
+// next c. The same iterates as c = 1/(Kᵀ r), r = 1/(K c) from r = 1. With fp16 storage
+// r and c scale the stored values; the kernel reads c times raw_unit (exact).
+template <typename T>
+void sinkhorn_one_pass(const T* k, int64_t N, int iterations, std::vector<float>& r, std::vector<float>& c) {
+  const int T_ = std::max(1, num_threads());
+  const float u = raw_unit(k);
   r.assign(static_cast<size_t>(N), 1.0f);
   c.assign(static_cast<size_t>(N), 1.0f);
-  std::vector<float> s(static_cast<size_t>(T) * N);
+  std::vector<float> ck(static_cast<size_t>(N), u);  // c · raw_unit, what the kernel reads
+  std::vector<float> s(static_cast<size_t>(T_) * N);
   // c = 1 / (Kᵀ 1): a pass with c = 1 whose r is discarded.
   for (int it = 0; it <= iterations; ++it) {
     const bool first = it == 0, last = it == iterations;
     std::fill(s.begin(), s.end(), 0.0f);
-#pragma omp parallel for num_threads(T) schedule(static)
-    for (int t = 0; t < T; ++t) {
-      const int64_t i0 = N * t / T, i1 = N * (t + 1) / T;
+#pragma omp parallel for num_threads(T_) schedule(static)
+    for (int t = 0; t < T_; ++t) {
+      const int64_t i0 = N * t / T_, i1 = N * (t + 1) / T_;
       if (first) {
         // Column sums: s += 1 · K_i.
         float* st = s.data() + static_cast<int64_t>(t) * N;
         for (int64_t i = i0; i < i1; ++i)
-          for (int64_t j = 0; j < N; ++j) st[j] += k[i * N + j];
+          for (int64_t j = 0; j < N; ++j) st[j] += value_at(k, i * N + j);
       } else {
-        sinkhorn_rows(k, c.data(), r.data(), s.data() + static_cast<int64_t>(t) * N, i0, i1, N, !last);
+        sinkhorn_rows(k, ck.data(), r.data(), s.data() + static_cast<int64_t>(t) * N, i0, i1, N, !last);
       }
     }
     if (last) break;
     for (int64_t j = 0; j < N; ++j) {
       float sum = 0;
-      for (int t = 0; t < T; ++t) sum += s[static_cast<size_t>(t) * N + j];
+      for (int t = 0; t < T_; ++t) sum += s[static_cast<size_t>(t) * N + j];
       c[static_cast<size_t>(j)] = 1.0f / sum;
+      ck[static_cast<size_t>(j)] = c[static_cast<size_t>(j)] * u;
     }
   }
 }
@@ -304,24 +413,54 @@ void sharpen_rows(float* a, int64_t N, double temperature) {
   for (int64_t i = 0; i < N; ++i) sharpen_row(a + i * N, N, t);
 }
 
-// fp16 storage on the CPU (--precision fp16) holds A = diag(r) K diag(c) itself, not
-// K: A is doubly stochastic, so every row and every column carries mass 1. Scaled by
-// a power of two that puts its largest entry in [2^14, 2^15), it is rounded to the
-// nearest fp16 (ties to even); entries under fp16's smallest normal (2^-14 after
-// scaling, about 1e-9 before) become 0, which takes at most N·2^-14/scale of any
-// row's or column's mass. Raw fp16 of K (the CUDA path) has no such bound: K's
-// entries sit near 1/N, fp16's subnormal range at N = 16384.
+// fp16 storage on the CPU (--precision fp16). What is stored is M = diag(r) K diag(c)
+// for scaling vectors that make it (nearly) doubly stochastic, so that every row and
+// every column carries mass about 1. Scaled by a power of two that puts its largest
+// entry in [2^14, 2^15), it is rounded to the nearest fp16 (ties to even); entries
+// under fp16's smallest normal (2^-14 after scaling, about 1e-9 before) become 0,
+// which takes at most N·2^-14/scale of any row's or column's mass. Raw fp16 of K (the
+// CUDA path) has no such bound: K's entries sit near 1/N, fp16's subnormal range at
+// N = 16384.
+//
+// M is made after the first Sinkhorn iteration in fp32 (its rows then sum to 1), and
+// the other iterations run on M itself: Sinkhorn commutes with diagonal scaling (its
+// iterates on diag(r1) K diag(c1) are those on K divided by r1 and c1), so it is the
+// same balancing, but 199 of its 200 passes read half the bytes. The Markov steps
+// then apply diag(r) M diag(c) with the scaling vectors that this second Sinkhorn
+// found. Where M would have a column of zeros (a column whose mass is under the
+// flush), the operator falls back to balancing K in fp32 and storing A = diag(r) K
+// diag(c) itself (`rescaled` false: A needs only the power of two undone).
 struct HalfStorage {
   std::vector<uint16_t> bits;
-  float unscale = 1.0f;  // 1 / scale
+  float unscale = 1.0f;   // 1 / scale
+  bool rescaled = false;  // bits hold M, the operator is diag(r) M diag(c)
 };
 
-// A = diag(r) K diag(c), scaled and rounded to fp16 by OpenCV's conversion (nearest,
-// ties to even). Two passes over K, which is only read: the first finds A's largest
-// entry; the second forms each row of A, scales it and converts it while it is in
-// cache (scaled values under fp16's smallest normal are set to 0 first). K is freed
-// at the end.
-HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, const std::vector<float>& c,
+// True when every column of the stored matrix has a nonzero entry.
+bool every_column_nonzero(const std::vector<uint16_t>& bits, int64_t N) {
+  const int T = std::max(1, num_threads());
+  std::vector<uint16_t> any(static_cast<size_t>(T) * N, 0);
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (int t = 0; t < T; ++t) {
+    uint16_t* a = any.data() + static_cast<int64_t>(t) * N;
+    for (int64_t i = N * t / T; i < N * (t + 1) / T; ++i) {
+      const uint16_t* row = bits.data() + i * N;
+      for (int64_t j = 0; j < N; ++j) a[j] |= row[j];
+    }
+  }
+  for (int64_t j = 0; j < N; ++j) {
+    uint16_t v = 0;
+    for (int t = 0; t < T; ++t) v |= any[static_cast<size_t>(t) * N + j];
+    if (v == 0) return false;
+  }
+  return true;
+}
+
+// diag(r) K diag(c), scaled and rounded to fp16 by OpenCV's conversion (nearest, ties
+// to even). Two passes over K, which is only read: the first finds the largest entry;
+// the second forms each row, scales it and converts it while it is in cache (scaled
+// values under fp16's smallest normal are set to 0 first).
+HalfStorage half_storage(const std::vector<float>& K, const std::vector<float>& r, const std::vector<float>& c,
                          int64_t N) {
   const int T = std::max(1, num_threads());
   // A's entry (i, j) from row i of K, the same expression in both passes.
@@ -352,7 +491,6 @@ HalfStorage half_storage(std::vector<float>&& K, const std::vector<float>& r, co
       floats_to_halves_serial(a.data(), h.bits.data() + i * N, static_cast<size_t>(N));
     }
   }
-  K = std::vector<float>();
   return h;
 }
 
@@ -363,7 +501,7 @@ struct MarkovOperator::Impl {
   int h = 0, w = 0;
   int64_t n = 0;
   // On the host (the CPU path): K (N×N sharpened attention), row and column scaling;
-  // or, with fp16 storage, A itself (K empty).
+  // or, with fp16 storage, M and its scaling, or A itself (K empty; see HalfStorage).
   std::vector<float> K, r, c;
   HalfStorage A16;
   // Elsewhere: the operator as LibTorch holds it (a GPU, or the CPU when asked for).
@@ -372,7 +510,7 @@ struct MarkovOperator::Impl {
   // out (B×N) = S·A, A = diag(r) K diag(c).
   void apply(const float* S, float* out, int64_t B) const {
     if (kernel) return kernel->apply(S, out, B);
-    if (!A16.bits.empty()) {
+    if (!A16.bits.empty() && !A16.rescaled) {
       chains_times_k(A16.bits.data(), S, out, B, n);
       for (int64_t e = 0; e < B * n; ++e) out[e] *= A16.unscale;
       return;
@@ -380,7 +518,8 @@ struct MarkovOperator::Impl {
     std::vector<float> x(static_cast<size_t>(B * n));
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < n; ++i) x[b * n + i] = S[b * n + i] * r[i];
-    chains_times_k(K.data(), x.data(), out, B, n);
+    if (A16.rescaled) chains_times_k(A16.bits.data(), x.data(), out, B, n);
+    else chains_times_k(K.data(), x.data(), out, B, n);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = 0; j < n; ++j) out[b * n + j] *= c[j];
   }
@@ -416,6 +555,21 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
   I.K = std::move(att.data);
   att.data = std::vector<float>();
   sharpen_rows(I.K.data(), I.n, params.temperature);
+  if (params.precision == Precision::Float16 && !params.two_pass_sinkhorn && params.ipf_iterations >= 2) {
+    std::vector<float> r1, c1;
+    sinkhorn_one_pass(I.K.data(), I.n, 1, r1, c1);
+    HalfStorage M = half_storage(I.K, r1, c1, I.n);
+    if (every_column_nonzero(M.bits, I.n)) {
+      I.K = std::vector<float>();
+      M.rescaled = true;
+      I.A16 = std::move(M);
+      sinkhorn_one_pass(I.A16.bits.data(), I.n, params.ipf_iterations - 1, I.r, I.c);
+      for (int64_t i = 0; i < I.n; ++i)
+        if (!std::isfinite(I.r[i]) || !std::isfinite(I.c[i]))
+          throw Error("the Markov operator's fp16 balancing did not stay finite");
+      return;
+    }
+  }
   if (params.two_pass_sinkhorn) sinkhorn_two_pass(I.K.data(), I.n, params.ipf_iterations, I.r, I.c);
   else if (params.ipf_iterations > 0) sinkhorn_one_pass(I.K.data(), I.n, params.ipf_iterations, I.r, I.c);
   else {
@@ -423,7 +577,8 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
     I.c.assign(static_cast<size_t>(I.n), 1.0f);
   }
   if (params.precision == Precision::Float16) {
-    I.A16 = half_storage(std::move(I.K), I.r, I.c, I.n);  // empties K
+    I.A16 = half_storage(I.K, I.r, I.c, I.n);
+    I.K = std::vector<float>();
   }
 }
 
@@ -444,9 +599,15 @@ int64_t MarkovOperator::bytes_per_step() const {
 std::vector<float> MarkovOperator::dense() const {
   const auto& I = *impl_;
   if (I.kernel) return I.kernel->dense();
-  if (!I.A16.bits.empty()) {
+  if (!I.A16.bits.empty() && !I.A16.rescaled) {
     std::vector<float> D(I.A16.bits.size());
     for (size_t e = 0; e < D.size(); ++e) D[e] = value_at(I.A16.bits.data(), static_cast<int64_t>(e)) * I.A16.unscale;
+    return D;
+  }
+  if (I.A16.rescaled) {
+    std::vector<float> D(I.A16.bits.size());
+    for (int64_t i = 0; i < I.n; ++i)
+      for (int64_t j = 0; j < I.n; ++j) D[i * I.n + j] = I.r[i] * value_at(I.A16.bits.data(), i * I.n + j) * I.c[j];
     return D;
   }
   std::vector<float> D(I.K.size());

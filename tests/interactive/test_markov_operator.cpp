@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "m2n2/core/error.hpp"
@@ -9,10 +11,11 @@
 using namespace m2n2;
 
 namespace {
-AttentionMap random_attention(int g, int seed) {
+AttentionMap random_attention(int h, int w, int seed) {
   AttentionMap m;
-  m.h = m.w = g;
-  const int n = g * g;
+  m.h = h;
+  m.w = w;
+  const int n = h * w;
   m.data.resize(static_cast<size_t>(n) * n);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(0.01f, 1.0f);
@@ -23,6 +26,7 @@ AttentionMap random_attention(int g, int seed) {
   }
   return m;
 }
+AttentionMap random_attention(int g, int seed) { return random_attention(g, g, seed); }
 }  // namespace
 
 TEST(MarkovOperator, SinkhornMakesRowsAndColumnsSumToOne) {
@@ -39,6 +43,41 @@ TEST(MarkovOperator, SinkhornMakesRowsAndColumnsSumToOne) {
     EXPECT_NEAR(r, 1.0, 1e-5);
     EXPECT_NEAR(c, 1.0, 1e-5);
   }
+}
+
+// --precision fp16 on the CPU: one Sinkhorn iteration in fp32, M = diag(r1) K diag(c1)
+// stored in fp16, the other 199 iterations on M (markov_operator.cpp). 10 x 13 = 130
+// tokens, not a multiple of 16 or 4: the vector loop, its tail columns and the last
+// rows all run. What the steps apply is doubly stochastic for the stored values, within
+// fp16 rounding of the fp32 operator, and gives the same Markov-maps to 1e-2 steps.
+TEST(MarkovOperator, HalfStorageBalancesWhatItStores) {
+  const AttentionMap a = random_attention(10, 13, 11);
+  OperatorParams p32, p16;
+  p16.precision = Precision::Float16;
+  MarkovOperator op32(a, p32), op16(a, p16);
+  const auto d32 = op32.dense(), d16 = op16.dense();
+  const int n = 130;
+  double worst_rel = 0;
+  for (int i = 0; i < n; ++i) {
+    double r = 0, c = 0;
+    for (int j = 0; j < n; ++j) {
+      r += d16[static_cast<size_t>(i) * n + j];
+      c += d16[static_cast<size_t>(j) * n + i];
+      const double x = d32[static_cast<size_t>(i) * n + j], y = d16[static_cast<size_t>(i) * n + j];
+      worst_rel = std::max(worst_rel, std::abs(y - x) / x);
+    }
+    EXPECT_NEAR(r, 1.0, 1e-5) << "row " << i;
+    EXPECT_NEAR(c, 1.0, 1e-5) << "column " << i;
+  }
+  EXPECT_LT(worst_rel, 2e-3);  // fp16 keeps 11 bits: 2^-12 = 2.4e-4 per stored value
+  EXPECT_GT(worst_rel, 0.0);   // and it is not the fp32 operator
+  EXPECT_EQ(op16.bytes_per_step(), static_cast<int64_t>(n) * n * 2);
+  MarkovParams mp;
+  std::vector<std::vector<float>> starts;
+  for (int t : {0, 64, 129}) starts.push_back(start_state(t % 13 + 0.5, t / 13 + 0.5, 10, 13, 10, 13));
+  const auto m32 = op32.markov_maps(starts, mp), m16 = op16.markov_maps(starts, mp);
+  for (size_t b = 0; b < starts.size(); ++b)
+    for (int j = 0; j < n; ++j) EXPECT_NEAR(m16[b][j], m32[b][j], 1e-2) << "chain " << b << ", token " << j;
 }
 
 TEST(MarkovOperator, TemperatureSharpensRows) {

@@ -6,9 +6,10 @@
 namespace m2n2 {
 
 enum class Device { Auto, Cpu, Cuda };
-// Storage precision of the Markov operator. fp16 on the CPU stores the balanced
-// operator scaled by a power of two (markov_operator.cpp); on CUDA, K as is. bf16 is
-// for CUDA only: on the CPU it stays fp32.
+// Storage precision of the Markov operator. fp16 on the CPU stores the operator after
+// one Sinkhorn iteration, scaled by a power of two, and balances it in fp16
+// (markov_operator.cpp); on CUDA, K as is. bf16 is for CUDA only: on the CPU it stays
+// fp32.
 enum class Precision { Float32, Float16, BFloat16 };
 
 Device parse_device(const std::string& s);        // "auto" | "cpu" | "cuda"
