@@ -170,8 +170,8 @@ template <typename T>
 [[gnu::always_inline]] inline void sinkhorn_rows_body(const T* __restrict k, const float* __restrict c,
                                                       float* __restrict r, float* __restrict s, int64_t i0,
                                                       int64_t i1, int64_t N, bool accumulate) {
-  constexpr int L = 16;
-  const float u = raw_unit(k);  // independent partial sums per row: lets the dot products vectorise
+  constexpr int L = 16;  // independent partial sums per row: lets the dot products vectorise
+  const float u = raw_unit(k);
   // The previous group of four rows, to be added into s, and its weights in Kᵀr: the
   // first group has none (weights 0; adding 0·K leaves s as it is), nor does a pass
   // that does not accumulate.
@@ -238,16 +238,16 @@ void sinkhorn_rows(const float* k, const float* c, float* r, float* s, int64_t i
 // GCC 12 reports its own _mm512_undefined_* inside the intrinsics as uninitialised.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// The same pass over fp16 storage written for AVX-512 (the compiler's vectorisation of
-// the body above widens 8 values per instruction and has no FMA there): 16 stored
-// values widened per instruction, fused multiply-adds; the four rows' dot products
-// take 16 partial sums each, as above, added in a tree at the end.
 // 16 stored values as raw floats (raw_at).
-__attribute__((target("avx512f"), always_inline)) inline __m512 wide(const uint16_t* p) {
+__attribute__((target("avx512f"), always_inline)) inline __m512 widen16(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 13));
 }
 
+// The same pass over fp16 storage written for AVX-512 (the compiler's vectorisation of
+// the body above widens 8 values per instruction and has no FMA there): 16 stored
+// values widened per instruction, fused multiply-adds; the four rows' dot products
+// take 16 partial sums each, as above, added in a tree at the end.
 __attribute__((target("avx512f"))) void sinkhorn_rows_half_avx512(const uint16_t* __restrict k,
                                                                   const float* __restrict c, float* __restrict r,
                                                                   float* __restrict s, int64_t i0, int64_t i1,
@@ -263,12 +263,12 @@ __attribute__((target("avx512f"))) void sinkhorn_rows_half_avx512(const uint16_t
     const __m512 Q0 = _mm512_set1_ps(q0), Q1 = _mm512_set1_ps(q1), Q2 = _mm512_set1_ps(q2), Q3 = _mm512_set1_ps(q3);
     for (int64_t j = 0; j < N16; j += 16) {
       const __m512 cj = _mm512_loadu_ps(c + j);
-      a0 = _mm512_fmadd_ps(wide(k0 + j), cj, a0);
-      a1 = _mm512_fmadd_ps(wide(k1 + j), cj, a1);
-      a2 = _mm512_fmadd_ps(wide(k2 + j), cj, a2);
-      a3 = _mm512_fmadd_ps(wide(k3 + j), cj, a3);
-      const __m512 t = _mm512_add_ps(_mm512_fmadd_ps(Q0, wide(p0 + j), _mm512_mul_ps(Q1, wide(p1 + j))),
-                                     _mm512_fmadd_ps(Q2, wide(p2 + j), _mm512_mul_ps(Q3, wide(p3 + j))));
+      a0 = _mm512_fmadd_ps(widen16(k0 + j), cj, a0);
+      a1 = _mm512_fmadd_ps(widen16(k1 + j), cj, a1);
+      a2 = _mm512_fmadd_ps(widen16(k2 + j), cj, a2);
+      a3 = _mm512_fmadd_ps(widen16(k3 + j), cj, a3);
+      const __m512 t = _mm512_add_ps(_mm512_fmadd_ps(Q0, widen16(p0 + j), _mm512_mul_ps(Q1, widen16(p1 + j))),
+                                     _mm512_fmadd_ps(Q2, widen16(p2 + j), _mm512_mul_ps(Q3, widen16(p3 + j))));
       _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), t));
     }
     float d0 = _mm512_reduce_add_ps(a0), d1 = _mm512_reduce_add_ps(a1), d2 = _mm512_reduce_add_ps(a2),
@@ -310,21 +310,21 @@ void sinkhorn_rows(const uint16_t* k, const float* c, float* r, float* s, int64_
 // matrix-vector products): the pass that computes r = 1/(K c) also sums Kᵀ r for the
 // next c. The same iterates as c = 1/(Kᵀ r), r = 1/(K c) from r = 1. With fp16 storage
 // r and c scale the stored values; the kernel reads c times raw_unit (exact).
-template <typename T>
-void sinkhorn_one_pass(const T* k, int64_t N, int iterations, std::vector<float>& r, std::vector<float>& c) {
-  const int T_ = std::max(1, num_threads());
+template <typename Value>
+void sinkhorn_one_pass(const Value* k, int64_t N, int iterations, std::vector<float>& r, std::vector<float>& c) {
+  const int T = std::max(1, num_threads());
   const float u = raw_unit(k);
   r.assign(static_cast<size_t>(N), 1.0f);
   c.assign(static_cast<size_t>(N), 1.0f);
   std::vector<float> ck(static_cast<size_t>(N), u);  // c · raw_unit, what the kernel reads
-  std::vector<float> s(static_cast<size_t>(T_) * N);
+  std::vector<float> s(static_cast<size_t>(T) * N);
   // c = 1 / (Kᵀ 1): a pass with c = 1 whose r is discarded.
   for (int it = 0; it <= iterations; ++it) {
     const bool first = it == 0, last = it == iterations;
     std::fill(s.begin(), s.end(), 0.0f);
-#pragma omp parallel for num_threads(T_) schedule(static)
-    for (int t = 0; t < T_; ++t) {
-      const int64_t i0 = N * t / T_, i1 = N * (t + 1) / T_;
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int t = 0; t < T; ++t) {
+      const int64_t i0 = N * t / T, i1 = N * (t + 1) / T;
       if (first) {
         // Column sums: s += 1 · K_i.
         float* st = s.data() + static_cast<int64_t>(t) * N;
@@ -337,7 +337,7 @@ void sinkhorn_one_pass(const T* k, int64_t N, int iterations, std::vector<float>
     if (last) break;
     for (int64_t j = 0; j < N; ++j) {
       float sum = 0;
-      for (int t = 0; t < T_; ++t) sum += s[static_cast<size_t>(t) * N + j];
+      for (int t = 0; t < T; ++t) sum += s[static_cast<size_t>(t) * N + j];
       c[static_cast<size_t>(j)] = 1.0f / sum;
       ck[static_cast<size_t>(j)] = c[static_cast<size_t>(j)] * u;
     }
