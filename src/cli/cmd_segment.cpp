@@ -87,9 +87,6 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
       }
     }
     if (!todo.empty()) {
-      std::error_code ec;
-      fs::create_directories(out_dir, ec);
-      if (ec || !fs::is_directory(out_dir)) throw Error(out_dir.string() + ": cannot create output folder (" + ec.message() + ")");
       // One session per image: the per-click maps are shared between objects.
       auto session = engine.open(li.rgb, spec.image);
       std::vector<Click> all;
@@ -100,6 +97,11 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
       const cv::Size work = session->working_size();
       if (work != li.rgb.size()) line["working_size"] = {work.width, work.height};
       session->prepare_clicks(all);
+      // The image's folder is made once its maps are ready, so that an image that fails
+      // before (attention, operator) leaves nothing behind.
+      std::error_code ec;
+      fs::create_directories(out_dir, ec);
+      if (ec || !fs::is_directory(out_dir)) throw Error(out_dir.string() + ": cannot create output folder (" + ec.message() + ")");
       for (const auto* os : todo) {
         const auto t0 = std::chrono::steady_clock::now();
         nlohmann::json oj = {{"id", os->id}};

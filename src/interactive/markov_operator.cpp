@@ -10,6 +10,7 @@
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/half.hpp"
 #include "core/fast_math.hpp"
+#include "interactive/operator_kernel.hpp"
 #include "libtorch/backend.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -494,6 +495,25 @@ HalfStorage half_storage(const std::vector<float>& K, const std::vector<float>& 
   return h;
 }
 
+// Throws unless Sinkhorn's scaling vectors are finite, naming the first key token
+// whose column of K (N×N, fp32; null where it is gone) is all zero.
+void require_finite_scaling(const std::vector<float>& r, const std::vector<float>& c, const float* K, int64_t N,
+                            const std::string& name, int w) {
+  const auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  if (finite(r) && finite(c)) return;
+  int64_t zero_column = -1;
+  if (K) {
+    std::vector<char> reached(static_cast<size_t>(N), 0);
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t j = 0; j < N; ++j) reached[static_cast<size_t>(j)] |= K[i * N + j] != 0.0f;
+    const auto first = std::find(reached.begin(), reached.end(), 0);
+    if (first != reached.end()) zero_column = first - reached.begin();
+  }
+  throw Error(detail::unbalanced_message(name, w, zero_column));
+}
+
 }  // namespace
 
 struct MarkovOperator::Impl {
@@ -549,6 +569,7 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
     I.kernel = detail::torch_backend().operator_kernel(std::move(att), params);
     return;
   }
+  const std::string name = att.name;
   // The CPU path: the map's own buffer becomes K (sharpened in place), and Sinkhorn
   // iterates only the scaling vectors.
   to_host(att);
@@ -558,15 +579,14 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
   if (params.precision == Precision::Float16 && !params.two_pass_sinkhorn && params.ipf_iterations >= 2) {
     std::vector<float> r1, c1;
     sinkhorn_one_pass(I.K.data(), I.n, 1, r1, c1);
+    require_finite_scaling(r1, c1, I.K.data(), I.n, name, I.w);
     HalfStorage M = half_storage(I.K, r1, c1, I.n);
     if (every_column_nonzero(M.bits, I.n)) {
       I.K = std::vector<float>();
       M.rescaled = true;
       I.A16 = std::move(M);
       sinkhorn_one_pass(I.A16.bits.data(), I.n, params.ipf_iterations - 1, I.r, I.c);
-      for (int64_t i = 0; i < I.n; ++i)
-        if (!std::isfinite(I.r[i]) || !std::isfinite(I.c[i]))
-          throw Error("the Markov operator's fp16 balancing did not stay finite");
+      require_finite_scaling(I.r, I.c, nullptr, I.n, name, I.w);
       return;
     }
   }
@@ -576,6 +596,7 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
     I.r.assign(static_cast<size_t>(I.n), 1.0f);
     I.c.assign(static_cast<size_t>(I.n), 1.0f);
   }
+  require_finite_scaling(I.r, I.c, I.K.data(), I.n, name, I.w);
   if (params.precision == Precision::Float16) {
     I.A16 = half_storage(I.K, I.r, I.c, I.n);
     I.K = std::vector<float>();

@@ -5,10 +5,12 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <string>
 
 #include "attention/device_values.hpp"
 #include "core/torch_device.hpp"
 #include "interactive/operator_kernel.hpp"
+#include "m2n2/core/error.hpp"
 #include "m2n2/interactive/markov_operator.hpp"
 
 namespace m2n2::detail {
@@ -18,6 +20,8 @@ class LibTorchKernel final : public OperatorKernel {
  public:
   LibTorchKernel(AttentionMap&& att, const OperatorParams& params) {
     n_ = att.tokens();
+    const std::string att_name = att.name;
+    const int att_w = att.w;
     const at::Device dev = torch_device(params.device);
     const at::ScalarType dtype = storage_dtype(params.device, params.precision);
 
@@ -49,6 +53,11 @@ class LibTorchKernel final : public OperatorKernel {
     for (int it = 0; it < params.ipf_iterations; ++it) {
       c = at::reciprocal(at::mv(At, r));
       r = at::reciprocal(at::mv(A, c));
+    }
+    if (!(at::isfinite(r).all().item<bool>() && at::isfinite(c).all().item<bool>())) {
+      const at::Tensor empty = (A != 0).sum(0).eq(0).nonzero();
+      const int64_t column = empty.numel() > 0 ? empty[0][0].item<int64_t>() : -1;
+      throw Error(unbalanced_message(att_name, att_w, column));
     }
     r_ = r;
     c_ = c;

@@ -126,6 +126,30 @@ if [ "$(id -u)" != 0 ]; then
 fi
 check "still no partial mask" test ! -e $TMP/m.png
 
+# Attention with a key token that no query attends to (a column of zeros): Sinkhorn
+# cannot balance it. The image fails with a line naming the token; the batch goes on
+# to the next image and leaves no folder for the failed one.
+/usr/bin/python3 - "$TMP" "$ATT" <<'PY'
+import numpy as np, sys
+a = np.load(sys.argv[2]).astype(np.float64).reshape(256, 256)
+a[:, 37] = 0
+np.save(f"{sys.argv[1]}/empty_column.npy", (a / a.sum(1, keepdims=True)).astype(np.float32))
+PY
+EMPTY="key token 37 (grid row 2, column 5) gets no attention from any query"
+expect_error 1 "$EMPTY" $M2N2 segment --image $IMG --click 10,10,+ --out $TMP/m.png --no-cache --source file:$TMP/empty_column.npy
+expect_error 1 "$EMPTY" $M2N2 markov-map --image $IMG --point 10,10 --npy $TMP/o.npy --no-cache --source file:$TMP/empty_column.npy --precision fp16
+check "no mask for an attention that cannot be balanced" test ! -e $TMP/m.png
+cp $IMG $TMP/img_a.png
+cp $IMG $TMP/img_b.png
+echo '{"image": "img_a.png", "objects": [{"id": "o", "clicks": [{"x": 10, "y": 10}]}]}
+{"image": "img_b.png", "objects": [{"id": "o", "clicks": [{"x": 10, "y": 10}]}]}' > $TMP/two.jsonl
+$M2N2 segment --clicks - --images $TMP --out $TMP/empty_out --no-cache --source file:$TMP/empty_column.npy \
+  < $TMP/two.jsonl > $TMP/two.out 2> $TMP/two.err
+check "exit 1 when images fail" test $? = 1
+check "one JSON line per image, each with the error" test "$(grep -c "$EMPTY" $TMP/two.out)" = 2
+check "one error line per image on stderr" test "$(grep -c "$EMPTY" $TMP/two.err)" = 2
+check "no output folder for images that failed" test ! -e $TMP/empty_out/img_a
+
 # Usage errors print nothing on stdout.
 $M2N2 segment --image $IMG --click 1,1,q --out $TMP/m.png $Q > $TMP/stdout 2> /dev/null
 check "stdout empty on usage error" test ! -s $TMP/stdout

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/markov_operator.hpp"
@@ -158,6 +159,45 @@ TEST(MarkovOperator, RejectsBadArguments) {
   OperatorParams p;
   p.temperature = 0;
   EXPECT_THROW(MarkovOperator(ok, p), Error);
+}
+
+// A key token that no query attends to has no column mass for Sinkhorn to divide by:
+// the reference's IPF turns the whole operator to NaN without a word. Every path
+// refuses it and names the token: a column of exact zeros, and one whose entries
+// become 0 in the temperature (under e^-86 of their rows' largest). Without IPF the
+// sharpened rows are the operator, and nothing divides by a column.
+TEST(MarkovOperator, RejectsAKeyTokenThatNoQueryAttendsTo) {
+  for (const float empty_value : {0.0f, 1e-35f}) {
+    AttentionMap a = random_attention(4, 5, 3);
+    a.name = "layer.7";
+    const int n = 20, column = 13;  // grid row 2, column 3
+    for (int i = 0; i < n; ++i) {
+      float* row = a.data.data() + static_cast<size_t>(i) * n;
+      row[column] = empty_value;
+      double s = 0;
+      for (int j = 0; j < n; ++j) s += row[j];
+      for (int j = 0; j < n; ++j) row[j] = static_cast<float>(row[j] / s);
+    }
+    OperatorParams fp32, fp16, two_pass, lt;
+    fp16.precision = Precision::Float16;
+    two_pass.two_pass_sinkhorn = true;
+    lt.libtorch = true;
+    for (const OperatorParams& p : {fp32, fp16, two_pass, lt}) {
+      try {
+        MarkovOperator op(a, p);
+        ADD_FAILURE() << "no error for the empty column (value " << empty_value << ")";
+      } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()),
+                  "attention 'layer.7': key token 13 (grid row 2, column 3) gets no attention from any query, so the "
+                  "Markov operator cannot be made doubly stochastic")
+            << "precision " << static_cast<int>(p.precision) << ", libtorch " << p.libtorch;
+      }
+    }
+    OperatorParams no_ipf = fp32;
+    no_ipf.ipf_iterations = 0;
+    const auto d = MarkovOperator(a, no_ipf).dense();
+    for (int i = 0; i < n; ++i) EXPECT_EQ(d[static_cast<size_t>(i) * n + column], 0.0f);
+  }
 }
 
 // The CPU's one-pass Sinkhorn kernel computes the iterates of the two-product form:
