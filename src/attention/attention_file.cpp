@@ -14,7 +14,7 @@ AttentionMap read_attention_npy(const std::string& path) {
   if (a.dtype != "<f4" && a.dtype != "<f2" && a.dtype != "|f4" && a.dtype != "|f2")
     throw Error(path + ": attention must be float32 or float16, got dtype '" + a.dtype + "'");
   AttentionMap m;
-  m.name = "file";
+  m.name = path;  // errors about the map (e.g. the operator's) then name the file
   if (a.shape.size() == 4) {
     if (a.shape[0] != a.shape[2] || a.shape[1] != a.shape[3])
       throw Error(path + ": attention of shape (h,w,h,w) expected, got (" + std::to_string(a.shape[0]) + "," +
