@@ -5,12 +5,13 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/half.hpp"
 #include "core/fast_math.hpp"
-#include "interactive/operator_kernel.hpp"
+#include "interactive/operator_errors.hpp"
 #include "libtorch/backend.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)

@@ -9,6 +9,7 @@
 
 #include "attention/device_values.hpp"
 #include "core/torch_device.hpp"
+#include "interactive/operator_errors.hpp"
 #include "interactive/operator_kernel.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/markov_operator.hpp"
@@ -54,7 +55,8 @@ class LibTorchKernel final : public OperatorKernel {
       c = at::reciprocal(at::mv(At, r));
       r = at::reciprocal(at::mv(A, c));
     }
-    if (!(at::isfinite(r).all().item<bool>() && at::isfinite(c).all().item<bool>())) {
+    // One device-to-host sync for both vectors.
+    if (!(at::isfinite(r).all() & at::isfinite(c).all()).item<bool>()) {
       const at::Tensor empty = (A != 0).sum(0).eq(0).nonzero();
       const int64_t column = empty.numel() > 0 ? empty[0][0].item<int64_t>() : -1;
       throw Error(unbalanced_message(att_name, att_w, column));
