@@ -3,6 +3,7 @@
 #include "m2n2/m2n2.hpp"
 
 #include <chrono>
+#include <cstdio>
 #include <optional>
 
 #include "m2n2/core/memory.hpp"
@@ -18,10 +19,16 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 void check_clicks_inside(const std::vector<Click>& clicks, cv::Size size) {
+  // A coordinate as the user wrote it: 40 or 40.5, not 40.000000.
+  const auto coordinate = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.10g", v);
+    return std::string(buf);
+  };
   for (const auto& c : clicks) {
     const cv::Point p = click_pixel(c);
     if (p.x < 0 || p.y < 0 || p.x >= size.width || p.y >= size.height)
-      throw Error("click (" + std::to_string(c.x) + "," + std::to_string(c.y) + ") is outside the " +
+      throw Error("click (" + coordinate(c.x) + "," + coordinate(c.y) + ") is outside the " +
                   std::to_string(size.width) + "x" + std::to_string(size.height) + " image");
   }
 }

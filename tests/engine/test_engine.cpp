@@ -132,7 +132,13 @@ TEST(EngineSession, BadInputIsOneLineNamingIt) {
     check_clicks_inside({{5, 5, true}, {40, 3, true}}, cv::Size(40, 30));
     FAIL();
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "click (40.000000,3.000000) is outside the 40x30 image");
+    EXPECT_STREQ(e.what(), "click (40,3) is outside the 40x30 image");
+  }
+  try {
+    check_clicks_inside({{-1.5, 2.25, false}}, cv::Size(40, 30));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "click (-1.5,2.25) is outside the 40x30 image");
   }
   auto session = engine.open(two_tone(30, 40));
   EXPECT_THROW(session->segment({{40, 3, true}}), Error);
