@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "attention/sources.hpp"
+#include "m2n2/core/device.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/attention/graph_segmentation.hpp"
 #include "m2n2/core/memory.hpp"
@@ -316,7 +317,7 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
     first.back() = static_cast<int>(samples.size());
   }
   const float* E = ew > 0 ? edges.ptr<float>() : nullptr;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float* row = m.data.data() + i * n;
     const float* fi = &f[static_cast<size_t>(i) * dim];

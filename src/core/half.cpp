@@ -6,6 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include "m2n2/core/device.hpp"
+
 namespace m2n2 {
 
 float half_to_float(uint16_t h) {
@@ -80,7 +82,7 @@ void halves_to_floats(const uint16_t* in, float* out, size_t n) { convert(in, CV
 
 void floats_to_halves(const float* in, uint16_t* out, size_t n) {
   constexpr size_t kChunk = size_t{1} << 20;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int64_t c = 0; c < static_cast<int64_t>((n + kChunk - 1) / kChunk); ++c) {
     const size_t i = static_cast<size_t>(c) * kChunk;
     floats_to_halves_serial(in + i, out + i, std::min(kChunk, n - i));
@@ -89,7 +91,7 @@ void floats_to_halves(const float* in, uint16_t* out, size_t n) {
 
 void round_to_half(float* values, size_t n) {
   constexpr size_t kChunk = size_t{1} << 16;
-#pragma omp parallel
+#pragma omp parallel num_threads(num_threads())
   {
     std::vector<uint16_t> buf(kChunk);
 #pragma omp for schedule(static)

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <opencv2/imgproc.hpp>
 
+#include "m2n2/core/device.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/flood_fill.hpp"
 #include "m2n2/interactive/start_state.hpp"
@@ -203,7 +204,7 @@ Segmenter::Result Segmenter::segment(const std::vector<Click>& clicks) {
     scale[i] = std::max(ch.threshold, 1e-7f);
   }
   // Merge: the click with the smallest adjusted distance owns the pixel.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int y = 0; y < H; ++y) {
     uint8_t* m = res.mask.ptr<uint8_t>(y);
     float* s = res.soft.ptr<float>(y);

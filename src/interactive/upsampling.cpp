@@ -358,7 +358,7 @@ void JointBilateralUpsampler::build_table() {
   const TableInput in{planes.data(), planes.data() + P, planes.data() + 2 * P, ax_.i0.data(), l0.data(), l1.data(),
                       H_, W_, KY, NXC, k};
   const std::vector<int> cy_off(ay_.off.begin(), ay_.off.end());
-#pragma omp parallel
+#pragma omp parallel num_threads(num_threads())
   {
     std::vector<float> accY(static_cast<size_t>(KY + 1) * NXC * L), accX(static_cast<size_t>(NXC + 1) * L, 0.0f);
     std::vector<double> wsum(L);
@@ -389,7 +389,7 @@ cv::Mat JointBilateralUpsampler::apply(const cv::Mat& low) const {
   cv::Mat padded = cv::Mat::zeros(h_ + KY, w_ + KX, CV_32F);
   low.copyTo(padded(cv::Rect(0, 0, w_, h_)));
   cv::Mat out(H_, W_, CV_32F);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
   for (int py = 0; py < H_; ++py) {
     float* o = out.ptr<float>(py);
     const int cy_lo = ay_.lo[py];
@@ -499,7 +499,7 @@ cv::Mat JointBilateralUpsampler::apply_direct(const cv::Mat& low) const {
   const cv::Mat hi = upsample_bilinear(low, H_, W_);
   const float* lut = range_lut_ + 255;
   cv::Mat out(H_, W_, CV_32F);
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for num_threads(num_threads()) schedule(dynamic, 4)
   for (int py = 0; py < H_; ++py) {
     const uint8_t* prow = rgb_.ptr<uint8_t>(py);
     for (int px = 0; px < W_; ++px) {

@@ -6,6 +6,7 @@
 #include <limits>
 #include <random>
 
+#include "m2n2/core/device.hpp"
 #include "m2n2/core/error.hpp"
 
 namespace m2n2 {
@@ -50,7 +51,7 @@ double assign(const std::vector<float>& x, int d, const std::vector<float>& mu, 
   const int64_t n = static_cast<int64_t>(x.size()) / d;
   labels.resize(n);
   double obj = 0;
-#pragma omp parallel for reduction(+ : obj) schedule(static)
+#pragma omp parallel for num_threads(num_threads()) reduction(+ : obj) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     int best = 0;
     float bv = -std::numeric_limits<float>::infinity();

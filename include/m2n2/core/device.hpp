@@ -28,7 +28,8 @@ Device resolve(Device d);
 double device_free_bytes(Device d);
 
 // Sets the threads used by m2n2's own OpenMP loops and by LibTorch, now or when it is
-// loaded (one pool size for both so that they never oversubscribe the cores).
+// loaded (one pool size for both so that they never oversubscribe the cores). It holds
+// for loops started from any thread (OpenMP's own setting is per thread).
 // 0 = number of cores.
 void set_num_threads(int n);
 int num_threads();
