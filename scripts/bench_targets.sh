@@ -76,3 +76,6 @@ printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/eval16.j
 t0=$(seconds)
 "$m2n2" segment --clicks "$tmp/clicks.json" --out "$tmp/seg" --cache-dir "$tmp/cache2" -q >/dev/null
 line "segment, 50 GrabCut images x 1 click" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 90
+t0=$(seconds)
+"$m2n2" segment --clicks "$tmp/clicks.json" --out "$tmp/seg2" --cache-dir "$tmp/cache3" --jobs 2 -q >/dev/null
+line "  the same with --jobs 2" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 90

@@ -11,6 +11,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "in_order.hpp"
 #include "core/fault_injection.hpp"
 #include "m2n2/io/click_file.hpp"
 #include "m2n2/io/npy.hpp"
@@ -36,6 +37,7 @@ struct SegmentOptions {
   M2N2Flags m2n2;
   std::string image, out, click_file, images_dir, shard;
   std::vector<std::string> clicks;
+  int jobs = 1;
   SaveOptions save;
 };
 
@@ -136,23 +138,46 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
   return line;
 }
 
+// One image entry's outcome: its JSON line and how many items in it failed.
+struct EntryResult {
+  nlohmann::json line;
+  int failures = 0;
+};
+
 int run_batch(const SegmentOptions& o) {
   const auto [shard_i, shard_n] = o.shard.empty() ? std::pair<int, int>{0, 1} : parse_shard(o.shard);
-  auto engine = make_engine(o.common, o.m2n2);
+  check_range("--jobs", o.jobs, 1, 64);
+  // With several images at once, each gets its share of the threads and of the memory,
+  // and an engine of its own.
+  if (o.jobs > 1) set_num_threads(std::max(1, num_threads() / o.jobs));
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (int j = 0; j < o.jobs; ++j) engines.push_back(make_engine(o.common, o.m2n2, o.jobs));
   int failures = 0;
+  const auto work = [&](std::pair<ImageSpec, fs::path>& item, int worker) {
+    EntryResult r;
+    r.line = process_entry(item.first, o, item.second, *engines[static_cast<size_t>(worker)], r.failures);
+    return r;
+  };
   if (o.click_file == "-") {
     const fs::path base = o.images_dir.empty() ? fs::current_path() : fs::path(o.images_dir);
-    std::string text;
     int n = 0, index = -1;
-    while (std::getline(std::cin, text)) {
-      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-      if (++index % shard_n != shard_i) continue;  // another shard's line
-      ImageSpec spec = parse_click_line(text);
-      if (spec.image.empty() && !spec.error.empty()) spec.image = "<line " + std::to_string(n + 1) + ">";
-      auto line = process_entry(spec, o, base, *engine, failures);
-      std::cout << line.dump() << "\n" << std::flush;
-      ++n;
-    }
+    const auto next = [&](std::pair<ImageSpec, fs::path>& item) {
+      std::string text;
+      while (std::getline(std::cin, text)) {
+        if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+        if (++index % shard_n != shard_i) continue;  // another shard's line
+        item.first = parse_click_line(text);
+        if (item.first.image.empty() && !item.first.error.empty()) item.first.image = "<line " + std::to_string(n + 1) + ">";
+        item.second = base;
+        ++n;
+        return true;
+      }
+      return false;
+    };
+    run_in_order<std::pair<ImageSpec, fs::path>, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
+      std::cout << r.line.dump() << "\n" << std::flush;
+      failures += r.failures;
+    });
     spdlog::info("{} image entries, {} failures", n, failures);
     return failures ? kSomeFailed : kOk;
   }
@@ -176,12 +201,18 @@ int run_batch(const SegmentOptions& o) {
     specs.swap(mine);
   }
   Progress bar(static_cast<int>(specs.size()), !o.common.quiet, "segment");
+  size_t taken = 0;
   int done = 0;
-  for (const auto& spec : specs) {
-    auto line = process_entry(spec, o, base, *engine, failures);
-    std::cout << line.dump() << "\n" << std::flush;
+  const auto next = [&](std::pair<ImageSpec, fs::path>& item) {
+    if (taken == specs.size()) return false;
+    item = {std::move(specs[taken++]), base};
+    return true;
+  };
+  run_in_order<std::pair<ImageSpec, fs::path>, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
+    std::cout << r.line.dump() << "\n" << std::flush;
+    failures += r.failures;
     bar.update(++done, std::to_string(failures) + " failed");
-  }
+  });
   bar.finish();
   spdlog::info("{} images, {} failures", specs.size(), failures);
   return failures ? kSomeFailed : kOk;
@@ -229,6 +260,11 @@ void register_segment(CLI::App& app, int& code) {
   sub->add_flag("--overlay", o->save.overlay, "Also write a picture of the mask and clicks over the image");
   sub->add_flag("--overwrite", o->save.overwrite, "Replace existing masks (batch form)");
   sub->add_option("--shard", o->shard, "Process only image entries I, I+N, I+2N ... (I/N, 0-based; batch form), e.g. $SLURM_ARRAY_TASK_ID/64");
+  sub->add_option("--jobs", o->jobs,
+                  "Images processed at once (batch form), each with its share of --threads and of the memory and an "
+                  "engine of its own; 2 on a 2-core CPU keeps both cores busy through the serial stages. Output in input order; "
+                  "masks as --jobs 1 makes them with one job's share of --threads")
+      ->capture_default_str();
   add_common(sub, o->common);
   add_m2n2_flags(sub, o->m2n2);
   sub->callback([o, &code]() {
@@ -237,6 +273,7 @@ void register_segment(CLI::App& app, int& code) {
       if (!o->click_file.empty() && !o->image.empty()) throw UsageError("segment: use either --image/--click or --clicks, not both");
       if (!o->click_file.empty()) return run_batch(*o);
       if (!o->shard.empty()) throw UsageError("segment: --shard needs the batch form (--clicks FILE)");
+      if (o->jobs != 1) throw UsageError("segment: --jobs needs the batch form (--clicks FILE)");
       if (o->image.empty()) throw UsageError("segment: give --image IMG --click X,Y,+ or --clicks FILE");
       return run_single(*o);
     });

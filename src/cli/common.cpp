@@ -125,9 +125,13 @@ EngineOptions engine_options(const CommonOptions& o, const M2N2Flags& f) {
   return e;
 }
 
-std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f) {
+std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f, int share) {
   EngineOptions e = engine_options(o, f);
   try {
+    if (share > 1) {
+      const double budget = e.max_memory_bytes > 0 ? e.max_memory_bytes : device_free_bytes(e.device);
+      if (budget > 0) e.max_memory_bytes = budget / share;
+    }
     return std::make_unique<Engine>(std::move(e));
   } catch (const MemoryError&) {
     throw;

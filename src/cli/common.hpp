@@ -50,8 +50,10 @@ double cache_max_bytes(const CommonOptions& o);  // "0" = no cap
 std::string cache_dir(const CommonOptions& o);    // --cache-dir, else the default folder
 
 // The engine of the common flags (source, device, cache, memory limit, M2N2 flags);
-// warnings go to the log. A bad --source or --device is a UsageError.
-std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f);
+// warnings go to the log. A bad --source or --device is a UsageError. One of `share`
+// engines that work at once gets 1/share of the memory (--max-memory, else what the
+// device has free now).
+std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f, int share = 1);
 // The options make_engine uses, for a front end that makes its engine itself.
 EngineOptions engine_options(const CommonOptions& o, const M2N2Flags& f);
 

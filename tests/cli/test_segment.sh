@@ -119,6 +119,45 @@ check "no output for failed objects" test ! -e $TMP/badout/good/outside.png -a !
 check "no temporary files anywhere" test -z "$(find $TMP/badout $TMP/batch $TMP/jsonl -name '*.tmp*')"
 check "one line per problem" test "$(grep -c "m2n2: error" $TMP/bad.err)" = 13
 
+# --jobs: several images at once give the same lines in the same order (timings aside),
+# the same messages and the same masks as one job with that job's share of the threads.
+$M2N2 segment --clicks - --images $TMP/bad --out $TMP/j1 $Q --threads 1 < $TMP/bad/clicks.jsonl > $TMP/j1.out 2> $TMP/j1.err
+check "--jobs reference: exit 1" test $? = 1
+$M2N2 segment --clicks - --images $TMP/bad --out $TMP/j3 $Q --threads 3 --jobs 3 < $TMP/bad/clicks.jsonl > $TMP/j3.out 2> $TMP/j3.err
+check "--jobs 3: exit 1" test $? = 1
+check "--jobs 3: the same JSON lines in input order" /usr/bin/python3 - $TMP <<'PY'
+import json, sys
+tmp = sys.argv[1]
+def lines(name):
+    out = []
+    for l in open(f"{tmp}/{name}.out"):
+        j = json.loads(l)
+        j.pop("attention_ms", None)
+        for o in j.get("objects", []):
+            o.pop("ms", None)
+            if "mask" in o: o["mask"] = o["mask"].replace(f"{tmp}/j1/", "").replace(f"{tmp}/j3/", "")
+        out.append(j)
+    return out
+a, b = lines("j1"), lines("j3")
+assert len(a) == 18 and a == b, (a, b)
+PY
+check "--jobs 3: the same error lines" test "$(sort $TMP/j1.err)" = "$(sort $TMP/j3.err)"
+check "--jobs 3: the same masks" diff -r $TMP/j1 $TMP/j3
+expect_error 2 "jobs" $M2N2 segment --clicks $EX/clicks.json --out $TMP/x --jobs 0 $Q
+expect_error 2 "--jobs needs the batch form" $M2N2 segment --image $EX/images/kite.png --click 5,5,+ --out $TMP/x.png --jobs 2 $Q
+# A pipeline: with stdin still open (a worker waiting for the next line), the line that
+# came in is answered.
+mkfifo $TMP/fifo
+$M2N2 segment --clicks - --images $EX --out $TMP/pipe $Q --jobs 2 < $TMP/fifo > $TMP/pipe.out 2> $TMP/pipe.err &
+PIPE_PID=$!
+exec 3> $TMP/fifo
+echo '{"image": "images/kite.png", "objects": [{"id": "k", "clicks": [{"x": 250, "y": 110, "positive": true}]}]}' >&3
+for _ in $(seq 600); do [ -s $TMP/pipe.out ] && break; sleep 0.1; done
+check "--jobs 2: an answer before stdin closes" test "$(wc -l < $TMP/pipe.out)" = 1
+exec 3>&-
+wait $PIPE_PID
+check "--jobs 2 pipeline: exit 0 at end of input" test $? = 0
+
 # Unwritable output folder.
 mkdir -p $TMP/ro && chmod 555 $TMP/ro
 if [ "$(id -u)" != 0 ]; then
