@@ -10,7 +10,9 @@
 //   auto result = session->segment({{120, 80, true}});     // result.mask: CV_8U 0/255
 //
 // The library never prints: warnings go to EngineOptions::warn, progress to
-// EngineOptions::progress, and timings come back in Session::timings().
+// EngineOptions::progress, and timings come back in Session::timings(). An engine and
+// its sessions are used by one thread at a time; several engines may work at once, each
+// on a thread of its own (as `segment --jobs` does).
 #pragma once
 #include <functional>
 #include <memory>

@@ -1,4 +1,5 @@
 // m2n2 eval (NoC on a benchmark), eval-merge (of shards) and plot (of runs).
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -18,6 +19,7 @@ struct EvalOptions {
   M2N2Flags m2n2;
   BenchmarkOptions run;
   std::string protocol = "m2n2", shard;
+  int jobs = 1;
 };
 
 int run_eval(EvalOptions& o) {
@@ -30,13 +32,22 @@ int run_eval(EvalOptions& o) {
   check_range("--limit", o.run.limit, 0, 1 << 30);
   o.run.device_label = o.common.device;
   o.run.source_label = o.common.source;
-  auto engine = make_engine(o.common, o.m2n2);
+  check_range("--jobs", o.jobs, 1, 64);
+  // With several images at once, each gets its share of the threads and of the memory,
+  // and an engine of its own.
+  if (o.jobs > 1) set_num_threads(std::max(1, num_threads() / o.jobs));
+  std::vector<std::unique_ptr<Engine>> engines;
+  std::vector<Engine*> jobs;
+  for (int j = 0; j < o.jobs; ++j) {
+    engines.push_back(make_engine(o.common, o.m2n2, o.jobs));
+    jobs.push_back(engines.back().get());
+  }
   Progress bar(0, !o.common.quiet, "eval");
   BenchmarkCallbacks cb;
   cb.progress = [&](int done, int total, const std::string& note) { bar.update(done, note, total); };
   cb.info = [](const std::string& m) { log_info(m); };
   cb.error = [&](const std::string& m) { log_error(m); };
-  BenchmarkOutcome r = run_benchmark(*engine, o.run, cb);
+  BenchmarkOutcome r = run_benchmark(jobs, o.run, cb);
   bar.finish();
   std::fprintf(stderr, "%s", summary_table(r.metrics).c_str());
   std::cout << r.metrics.dump() << "\n";
@@ -59,6 +70,10 @@ void register_eval(CLI::App& app, int& code) {
   sub->add_option("--mask-format", o->run.mask_format, "Folder masks: grabcut (>128 object, 128 void) or davis (>0 object)")
       ->capture_default_str();
   sub->add_option("--limit", o->run.limit, "Evaluate at most this many instances (0 = all)");
+  sub->add_option("--jobs", o->jobs,
+                  "Images evaluated at once, each with its share of --threads and of the memory and an engine of its "
+                  "own (CPU); records and metrics in dataset order, as --jobs 1 makes them with one job's share of --threads")
+      ->capture_default_str();
   add_common(sub, o->common);
   add_m2n2_flags(sub, o->m2n2);
   sub->callback([o, &code]() {

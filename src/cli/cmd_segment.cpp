@@ -11,7 +11,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "in_order.hpp"
+#include "core/in_order.hpp"
 #include "core/fault_injection.hpp"
 #include "m2n2/io/click_file.hpp"
 #include "m2n2/io/npy.hpp"

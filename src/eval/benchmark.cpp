@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "core/fault_injection.hpp"
+#include "core/in_order.hpp"
 #include "m2n2/eval/plot.hpp"
 #include "m2n2/io/image_io.hpp"
 #include "m2n2/io/npy.hpp"
@@ -216,6 +218,13 @@ InstanceRecord evaluate_instance(Session& session, const GroundTruth& gt, Protoc
 }
 
 BenchmarkOutcome run_benchmark(Engine& engine, const BenchmarkOptions& o, const BenchmarkCallbacks& cb) {
+  return run_benchmark(std::vector<Engine*>{&engine}, o, cb);
+}
+
+BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const BenchmarkOptions& o,
+                               const BenchmarkCallbacks& cb) {
+  if (engines.empty()) throw InvalidArgument("run_benchmark: no engine");
+  const Engine& engine = *engines.front();
   MaskConvention conv;
   std::vector<Instance> all;
   try {
@@ -265,45 +274,86 @@ BenchmarkOutcome run_benchmark(Engine& engine, const BenchmarkOptions& o, const 
     noc90_sum += number_of_clicks(rec.result.ious, 0.90, o.max_clicks);
     ++noc90_n;
   }
-  // One image at a time: its session (operator, table, per-point maps) serves all its
-  // instances.
-  std::string cur_image;
-  std::unique_ptr<Session> session;
+  // The work items: an image's instances (consecutive), so that one session (operator,
+  // table, per-point maps) serves them all. With several engines, images run at once
+  // on as many threads; records and callbacks follow the dataset order here.
+  std::vector<std::vector<const Instance*>> images;
   for (const auto& inst : mine) {
-    ++count;
-    if (done.count(inst.id)) {
-      if (cb.progress) cb.progress(count, total, "");
-      continue;
-    }
-    try {
-      GroundTruth gt = load_ground_truth(inst);
-      inject_fault(inst.id);
-      double this_att = 0;
-      if (inst.image_path != cur_image) {
-        session.reset();
-        cur_image = inst.image_path;
-        session = engine.open(read_rgb(inst.image_path).rgb, inst.image_path);
-        session->prepare();
-        this_att = session->timings().total();
-      }
-      if (!session) throw Error(inst.image_path + ": this image failed for an earlier instance");
-      if (gt.fg.size() != session->size()) throw Error(inst.image_path + ": mask size differs from the image");
-      InstanceRecord rec = evaluate_instance(*session, gt, o.protocol, o.max_clicks);
-      session->clear_points();
-      rec.result.id = inst.id;
-      rec.result.seconds_attention = this_att;
-      append_record(out / kRecords, record_line(rec));
-      done[inst.id] = rec;
-      noc90_sum += number_of_clicks(rec.result.ious, 0.90, o.max_clicks);
-      ++noc90_n;
-    } catch (const MemoryError&) {
-      throw;
-    } catch (const std::exception& e) {  // any failure ends this instance only
-      if (cb.error) cb.error(inst.id + ": " + one_line_message(e));
-      ++failures;
-    }
-    if (cb.progress) cb.progress(count, total, "NoC90 " + (noc90_n ? fmt(noc90_sum / noc90_n) : std::string("-")));
+    if (images.empty() || images.back().front()->image_path != inst.image_path) images.emplace_back();
+    images.back().push_back(&inst);
   }
+  std::set<std::string> finished;  // before this run; read by the workers
+  for (const auto& [id, rec] : done) finished.insert(id);
+  struct Outcome {  // of one instance
+    std::string id;
+    bool skipped = false;  // finished before
+    std::string error;
+    InstanceRecord rec;
+  };
+  size_t taken = 0;
+  const std::function<bool(const std::vector<const Instance*>*&)> next = [&](const std::vector<const Instance*>*& item) {
+    if (taken == images.size()) return false;
+    item = &images[taken++];
+    return true;
+  };
+  const std::function<std::vector<Outcome>(const std::vector<const Instance*>*&, int)> work =
+      [&](const std::vector<const Instance*>*& group, int worker) {
+        std::vector<Outcome> outcomes;
+        std::unique_ptr<Session> session;
+        bool opened = false;
+        for (const Instance* inst : *group) {
+          Outcome oc;
+          oc.id = inst->id;
+          if (finished.count(inst->id)) {
+            oc.skipped = true;
+            outcomes.push_back(std::move(oc));
+            continue;
+          }
+          try {
+            GroundTruth gt = load_ground_truth(*inst);
+            inject_fault(inst->id);
+            double this_att = 0;
+            if (!opened) {
+              opened = true;
+              session = engines[static_cast<size_t>(worker)]->open(read_rgb(inst->image_path).rgb, inst->image_path);
+              session->prepare();
+              this_att = session->timings().total();
+            }
+            if (!session) throw Error(inst->image_path + ": this image failed for an earlier instance");
+            if (gt.fg.size() != session->size()) throw Error(inst->image_path + ": mask size differs from the image");
+            oc.rec = evaluate_instance(*session, gt, o.protocol, o.max_clicks);
+            session->clear_points();
+            oc.rec.result.id = inst->id;
+            oc.rec.result.seconds_attention = this_att;
+          } catch (const MemoryError&) {
+            throw;
+          } catch (const std::exception& e) {  // any failure ends this instance only
+            oc.error = inst->id + ": " + one_line_message(e);
+          }
+          outcomes.push_back(std::move(oc));
+        }
+        return outcomes;
+      };
+  const std::function<void(std::vector<Outcome>&)> emit = [&](std::vector<Outcome>& outcomes) {
+    for (auto& oc : outcomes) {
+      ++count;
+      if (oc.skipped) {
+        if (cb.progress) cb.progress(count, total, "");
+        continue;
+      }
+      if (!oc.error.empty()) {
+        if (cb.error) cb.error(oc.error);
+        ++failures;
+      } else {
+        append_record(out / kRecords, record_line(oc.rec));
+        noc90_sum += number_of_clicks(oc.rec.result.ious, 0.90, o.max_clicks);
+        ++noc90_n;
+        done[oc.id] = std::move(oc.rec);
+      }
+      if (cb.progress) cb.progress(count, total, "NoC90 " + (noc90_n ? fmt(noc90_sum / noc90_n) : std::string("-")));
+    }
+  };
+  run_in_order(static_cast<int>(engines.size()), next, work, emit);
   std::vector<InstanceResult> results;
   std::set<std::string> wanted;
   for (const auto& inst : mine) wanted.insert(inst.id);

@@ -41,6 +41,36 @@ import json
 a=json.load(open('$TMP/g_m2n2/metrics.json')); b=json.load(open('$TMP/merged/metrics.json'))
 for k in ('instances','NoC85','NoC90','NoC95','NoF90','mIoU_per_click'): assert a[k]==b[k], (k,a[k],b[k])"
 
+# --jobs: images evaluated at once give the records (in dataset order) and the metrics
+# of one job with that job's share of the threads; a failed instance is still one line.
+for ds in grabcut coco; do
+  args="--dataset $TMP/data/grabcut"
+  [ $ds = coco ] && args="--dataset $TMP/data/coco/interleaved.json --images $TMP/data/coco/imgs"  # 2 instances per image
+  expect_ok $M2N2 eval $args --out $TMP/j1_$ds --threads 1 $Q
+  expect_ok $M2N2 eval $args --out $TMP/j3_$ds --threads 3 --jobs 3 $Q
+  check "--jobs 3 ($ds): the same records in the same order, the same metrics" /usr/bin/python3 - $TMP $ds <<'PY'
+import json, sys
+t, ds = sys.argv[1:]
+def records(run):
+    out = []
+    for l in open(f"{t}/{run}/instances.jsonl"):
+        j = json.loads(l)
+        out.append((j["id"], j["clicks"], j["ious"]))
+    return out
+a, b = records(f"j1_{ds}"), records(f"j3_{ds}")
+assert len(a) >= 3 and a == b, (a, b)
+ma, mb = (json.load(open(f"{t}/{r}/metrics.json")) for r in (f"j1_{ds}", f"j3_{ds}"))
+for k in ("instances", "NoC85", "NoC90", "NoC95", "NoF90", "mIoU_per_click"):
+    assert ma[k] == mb[k], (k, ma[k], mb[k])
+PY
+done
+victim=$(/usr/bin/python3 -c "import json; print(json.loads(open('$TMP/j1_grabcut/instances.jsonl').readlines()[1])['id'])")
+M2N2_INJECT_FAULT="bad_alloc@$victim" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/jf --jobs 2 $Q > /dev/null 2> $TMP/jf.err
+check "--jobs 2 with a failing instance: exit 1" test $? = 1
+check "--jobs 2 with a failing instance: one error line naming it" test "$(grep -c "error: $victim: " $TMP/jf.err)" = 1
+check "--jobs 2 with a failing instance: the others recorded" test "$(wc -l < $TMP/jf/instances.jsonl)" = 2
+expect_error 2 "jobs" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/jx --jobs 65 $Q
+
 # Without --resume or --overwrite an existing run is refused.
 expect_error 2 "use --resume" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 $Q
 

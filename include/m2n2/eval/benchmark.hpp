@@ -53,6 +53,11 @@ struct BenchmarkOutcome {
 // without resume/overwrite, or a resumed run with other settings: InvalidArgument.
 // A failed instance is reported through callbacks.error and counted; the run goes on.
 BenchmarkOutcome run_benchmark(Engine& engine, const BenchmarkOptions& options, const BenchmarkCallbacks& callbacks);
+// The same with one job per engine: whole images run at once on as many threads (make
+// each engine's work fit its share of the cores and memory); the records, metrics and
+// callbacks are those of one engine, in dataset order, on the calling thread.
+BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const BenchmarkOptions& options,
+                               const BenchmarkCallbacks& callbacks);
 
 // Combines shard folders into `out` (settings must agree, instances must not repeat).
 BenchmarkOutcome merge_benchmarks(const std::vector<std::string>& shards, const std::string& out);

@@ -1,8 +1,9 @@
-// Runs a batch's items on several threads at once and hands their results on in the
-// order the items came in (so that stdout reads as it would with one thread). For
-// `segment --jobs`: on a CPU the per-image work alternates between stages that wait on
-// memory (Sinkhorn, Markov steps) and serial stages (flood fill, scoring), and two
-// images at once, each with half the threads, keep both cores busy.
+// Private: runs a batch's items on several threads at once and hands their results on
+// in the order the items came in (so that output reads as it would with one thread).
+// For `segment --jobs` and `eval --jobs`: on a CPU the per-image work alternates between
+// stages that wait on memory (Sinkhorn, Markov steps) and serial stages (flood fill,
+// scoring, the default source), and two images at once, each with half the threads,
+// keep both cores busy.
 #pragma once
 #include <condition_variable>
 #include <exception>
@@ -12,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-namespace m2n2::cli {
+namespace m2n2 {
 
 // `next(item)` fills the next item and returns true, or returns false at the end; it is
 // called by one thread at a time and may block (reading stdin). `work(item, worker)`
@@ -112,4 +113,4 @@ void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::f
   if (failure) std::rethrow_exception(failure);
 }
 
-}  // namespace m2n2::cli
+}  // namespace m2n2
