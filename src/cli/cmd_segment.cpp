@@ -2,9 +2,12 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <mutex>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
@@ -138,6 +141,14 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
   return line;
 }
 
+// One image entry of a batch: where its relative paths start, its place in the batch,
+// and the earlier entry it must wait for (-1: none).
+struct BatchEntry {
+  ImageSpec spec;
+  fs::path base;
+  long index = 0, after = -1;
+};
+
 // One image entry's outcome: its JSON line and how many items in it failed.
 struct EntryResult {
   nlohmann::json line;
@@ -153,28 +164,66 @@ int run_batch(const SegmentOptions& o) {
   std::vector<std::unique_ptr<Engine>> engines;
   for (int j = 0; j < o.jobs; ++j) engines.push_back(make_engine(o.common, o.m2n2, o.jobs));
   int failures = 0;
-  const auto work = [&](std::pair<ImageSpec, fs::path>& item, int worker) {
+  // Entries whose images share a stem write into the same folder (out/<stem>/), where
+  // whether an object's mask exists depends on the entries before: such an entry waits
+  // until the last earlier one with its stem is done, so that every --jobs gives what
+  // one job gives.
+  std::map<std::string, long> last_of_stem;  // under run_in_order's input lock
+  long handed = 0;
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  std::set<long> unfinished;
+  const auto hand_out = [&](BatchEntry& e) {
+    e.index = handed++;
+    e.after = -1;
+    if (!e.spec.image.empty()) {
+      const std::string stem = fs::path(e.spec.image).stem().string();
+      const auto f = last_of_stem.find(stem);
+      if (f != last_of_stem.end()) e.after = f->second;
+      last_of_stem[stem] = e.index;
+    }
+    std::lock_guard<std::mutex> lk(done_mu);
+    unfinished.insert(e.index);
+  };
+  const auto work = [&](BatchEntry& e, int worker) {
+    {
+      std::unique_lock<std::mutex> lk(done_mu);
+      done_cv.wait(lk, [&] { return e.after < 0 || unfinished.count(e.after) == 0; });
+    }
     EntryResult r;
-    r.line = process_entry(item.first, o, item.second, *engines[static_cast<size_t>(worker)], r.failures);
+    try {
+      r.line = process_entry(e.spec, o, e.base, *engines[static_cast<size_t>(worker)], r.failures);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(done_mu);
+      unfinished.erase(e.index);
+      done_cv.notify_all();
+      throw;
+    }
+    {
+      std::lock_guard<std::mutex> lk(done_mu);
+      unfinished.erase(e.index);
+    }
+    done_cv.notify_all();
     return r;
   };
   if (o.click_file == "-") {
     const fs::path base = o.images_dir.empty() ? fs::current_path() : fs::path(o.images_dir);
     int n = 0, index = -1;
-    const auto next = [&](std::pair<ImageSpec, fs::path>& item) {
+    const auto next = [&](BatchEntry& item) {
       std::string text;
       while (std::getline(std::cin, text)) {
         if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
         if (++index % shard_n != shard_i) continue;  // another shard's line
-        item.first = parse_click_line(text);
-        if (item.first.image.empty() && !item.first.error.empty()) item.first.image = "<line " + std::to_string(n + 1) + ">";
-        item.second = base;
+        item.spec = parse_click_line(text);
+        if (item.spec.image.empty() && !item.spec.error.empty()) item.spec.image = "<line " + std::to_string(n + 1) + ">";
+        item.base = base;
+        hand_out(item);
         ++n;
         return true;
       }
       return false;
     };
-    run_in_order<std::pair<ImageSpec, fs::path>, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
+    run_in_order<BatchEntry, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
       std::cout << r.line.dump() << "\n" << std::flush;
       failures += r.failures;
     });
@@ -203,12 +252,14 @@ int run_batch(const SegmentOptions& o) {
   Progress bar(static_cast<int>(specs.size()), !o.common.quiet, "segment");
   size_t taken = 0;
   int done = 0;
-  const auto next = [&](std::pair<ImageSpec, fs::path>& item) {
+  const auto next = [&](BatchEntry& item) {
     if (taken == specs.size()) return false;
-    item = {std::move(specs[taken++]), base};
+    item.spec = std::move(specs[taken++]);
+    item.base = base;
+    hand_out(item);
     return true;
   };
-  run_in_order<std::pair<ImageSpec, fs::path>, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
+  run_in_order<BatchEntry, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
     std::cout << r.line.dump() << "\n" << std::flush;
     failures += r.failures;
     bar.update(++done, std::to_string(failures) + " failed");

@@ -143,6 +143,23 @@ assert len(a) == 18 and a == b, (a, b)
 PY
 check "--jobs 3: the same error lines" test "$(sort $TMP/j1.err)" = "$(sort $TMP/j3.err)"
 check "--jobs 3: the same masks" diff -r $TMP/j1 $TMP/j3
+# Entries that share an output folder (the same image stem) keep their order: the first
+# writes out/kite/k.png, the later ones find it there, with any --jobs.
+for j in 1 3; do
+  printf '%s\n' \
+    '{"image": "images/kite.png", "objects": [{"id": "k", "clicks": [{"x": 250, "y": 110}]}]}' \
+    '{"image": "images/kite.png", "objects": [{"id": "k", "clicks": [{"x": 20, "y": 20}]}, {"id": "z", "clicks": [{"x": 9, "y": 9}]}]}' \
+    '{"image": "images/kite.png", "objects": [{"id": "k", "clicks": [{"x": 60, "y": 60}]}]}' \
+    | $M2N2 segment --clicks - --images $EX --out $TMP/stem$j $Q --threads $j --jobs $j > $TMP/stem$j.out 2> /dev/null
+done
+check "--jobs 3: entries with one stem in input order" /usr/bin/python3 - $TMP <<'PY'
+import json, sys
+t = sys.argv[1]
+def oks(j):
+    return [[o["ok"] for o in json.loads(l)["objects"]] for l in open(f"{t}/stem{j}.out")]
+assert oks(1) == [[True], [False, True], [False]] and oks(3) == oks(1), (oks(1), oks(3))
+PY
+check "--jobs 3: the first entry's mask kept" cmp $TMP/stem1/kite/k.png $TMP/stem3/kite/k.png
 expect_error 2 "jobs" $M2N2 segment --clicks $EX/clicks.json --out $TMP/x --jobs 0 $Q
 expect_error 2 "--jobs needs the batch form" $M2N2 segment --image $EX/images/kite.png --click 5,5,+ --out $TMP/x.png --jobs 2 $Q
 # A pipeline: with stdin still open (a worker waiting for the next line), the line that
