@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <mutex>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 
@@ -386,6 +387,15 @@ AttentionMap kernel_attention(const std::vector<float>& f, int dim, int g, const
 
 Attention default_attention(const cv::Mat& rgb, const DefaultSourceSettings& s) {
   if (rgb.empty() || rgb.type() != CV_8UC3) throw Error("default source: expected an 8-bit RGB image");
+  // OpenCV 4.6 fills its Lab tables on the first conversion without a lock: two threads
+  // converting at once (segment/eval --jobs) race there and leak a table. The first
+  // conversion is made once, here, before any other.
+  static std::once_flag lab_tables;
+  std::call_once(lab_tables, [] {
+    const cv::Mat pixel(1, 1, CV_32FC3, cv::Scalar(0.5, 0.5, 0.5));
+    cv::Mat out;
+    cv::cvtColor(pixel, out, cv::COLOR_RGB2Lab);
+  });
   cv::Mat f32, lab;
   rgb.convertTo(f32, CV_32FC3, 1.0 / 255.0);
   cv::cvtColor(f32, lab, cv::COLOR_RGB2Lab);
