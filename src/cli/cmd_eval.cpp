@@ -1,5 +1,4 @@
 // m2n2 eval (NoC on a benchmark), eval-merge (of shards) and plot (of runs).
-#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -32,16 +31,11 @@ int run_eval(EvalOptions& o) {
   check_range("--limit", o.run.limit, 0, 1 << 30);
   o.run.device_label = o.common.device;
   o.run.source_label = o.common.source;
-  check_range("--jobs", o.jobs, 1, 64);
   // With several images at once, each gets its share of the threads and of the memory,
   // and an engine of its own.
-  if (o.jobs > 1) set_num_threads(std::max(1, num_threads() / o.jobs));
-  std::vector<std::unique_ptr<Engine>> engines;
+  const auto engines = make_job_engines(o.common, o.m2n2, o.jobs);
   std::vector<Engine*> jobs;
-  for (int j = 0; j < o.jobs; ++j) {
-    engines.push_back(make_engine(o.common, o.m2n2, o.jobs));
-    jobs.push_back(engines.back().get());
-  }
+  for (const auto& e : engines) jobs.push_back(e.get());
   Progress bar(0, !o.common.quiet, "eval");
   BenchmarkCallbacks cb;
   cb.progress = [&](int done, int total, const std::string& note) { bar.update(done, note, total); };

@@ -157,12 +157,9 @@ struct EntryResult {
 
 int run_batch(const SegmentOptions& o) {
   const auto [shard_i, shard_n] = o.shard.empty() ? std::pair<int, int>{0, 1} : parse_shard(o.shard);
-  check_range("--jobs", o.jobs, 1, 64);
   // With several images at once, each gets its share of the threads and of the memory,
   // and an engine of its own.
-  if (o.jobs > 1) set_num_threads(std::max(1, num_threads() / o.jobs));
-  std::vector<std::unique_ptr<Engine>> engines;
-  for (int j = 0; j < o.jobs; ++j) engines.push_back(make_engine(o.common, o.m2n2, o.jobs));
+  const auto engines = make_job_engines(o.common, o.m2n2, o.jobs);
   int failures = 0;
   // Entries whose images share a stem write into the same folder (out/<stem>/), where
   // whether an object's mask exists depends on the entries before: such an entry waits

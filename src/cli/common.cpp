@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -138,6 +139,14 @@ std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f, 
   } catch (const Error& err) {
     throw UsageError(err.what());  // a bad --source is a usage error
   }
+}
+
+std::vector<std::unique_ptr<Engine>> make_job_engines(const CommonOptions& o, const M2N2Flags& f, int jobs) {
+  check_range("--jobs", jobs, 1, 64);
+  if (jobs > 1) set_num_threads(std::max(1, num_threads() / jobs));
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (int j = 0; j < jobs; ++j) engines.push_back(make_engine(o, f, jobs));
+  return engines;
 }
 
 void log_info(const std::string& message) { spdlog::info("{}", message); }

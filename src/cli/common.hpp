@@ -54,6 +54,9 @@ std::string cache_dir(const CommonOptions& o);    // --cache-dir, else the defau
 // engines that work at once gets 1/share of the memory (--max-memory, else what the
 // device has free now).
 std::unique_ptr<Engine> make_engine(const CommonOptions& o, const M2N2Flags& f, int share = 1);
+// The engines of `--jobs N` (checked: 1..64): N engines of make_engine(o, f, N), after
+// giving every job its share of the threads (--threads / N, at least 1).
+std::vector<std::unique_ptr<Engine>> make_job_engines(const CommonOptions& o, const M2N2Flags& f, int jobs);
 // The options make_engine uses, for a front end that makes its engine itself.
 EngineOptions engine_options(const CommonOptions& o, const M2N2Flags& f);
 
