@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <new>
 #include <thread>
@@ -76,6 +77,7 @@ void inject_fault(const std::string& name, bool on_cpu) {
   const std::string kind = s.substr(0, at);
   if (kind == "cv") CV_Assert(name.empty() && "injected fault");
   if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "kill") std::raise(SIGKILL);
   if (kind == "c10" || (kind == "cuda_oom" && !on_cpu)) detail::torch_backend().throw_injected(kind);
 }
 

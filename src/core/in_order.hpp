@@ -6,6 +6,7 @@
 // keep both cores busy.
 #pragma once
 #include <condition_variable>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <map>
@@ -16,29 +17,38 @@
 namespace m2n2 {
 
 // `next(item)` fills the next item and returns true, or returns false at the end; it is
-// called by one thread at a time and may block (reading stdin). `work(item, worker)`
-// runs on worker thread `worker` (0 … jobs-1). `emit(result)` runs on the calling
-// thread, in item order, as soon as a result and all before it are done; a thread
-// blocked in `next` does not hold it up. With jobs ≤ 1 everything runs on the calling
-// thread. An exception from `next` or `work` stops the hand-out and is rethrown here
-// once the results before it are emitted and the workers have stopped.
+// called by one thread at a time and may block (reading stdin). `work(item, worker,
+// publish)` runs on worker thread `worker` (0 … jobs-1) and hands its results to
+// `publish`, any number of them, as they are made. `emit(result)` runs on the calling
+// thread, in item order (an item's results in the order published), as soon as a result
+// and everything before it are there: an item's first results need not wait for its
+// last, and a thread blocked in `next` does not hold anything up. A result of the item
+// first in order is emitted before `publish` returns (a worker that goes on to its next
+// result has its earlier one written, as with one thread). With jobs ≤ 1
+// everything runs on the calling thread and `publish` is `emit`. An exception from
+// `next` or `work` stops the hand-out and is rethrown here once the results published
+// before it (in order) are emitted and the workers have stopped.
 template <typename Item, typename Result>
-void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::function<Result(Item&, int)>& work,
-                  const std::function<void(Result&)>& emit) {
+void run_in_order_streamed(int jobs, const std::function<bool(Item&)>& next,
+                           const std::function<void(Item&, int, const std::function<void(Result&)>&)>& work,
+                           const std::function<void(Result&)>& emit) {
   if (jobs <= 1) {
     Item item;
-    while (next(item)) {
-      Result r = work(item, 0);
-      emit(r);
-    }
+    while (next(item)) work(item, 0, emit);
     return;
   }
   std::mutex input;             // one `next` at a time; guards `handed`, `ended`
   long handed = 0;
   bool ended = false;
-  std::mutex mu;                // guards `ready`, `running`, `failure`
+  struct Slot {                 // one item's results not yet emitted
+    std::deque<Result> results;
+    long published = 0, emitted = 0;
+    bool complete = false;      // its work has returned
+  };
+  std::mutex mu;                // guards `slots`, `out`, `running`, `failure`
   std::condition_variable cv;
-  std::map<long, Result> ready;
+  std::map<long, Slot> slots;
+  long out = 0;                 // the item whose results are emitted now
   int running = jobs;
   std::exception_ptr failure;
   const auto fail = [&](std::exception_ptr e) {
@@ -46,6 +56,7 @@ void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::f
       std::lock_guard<std::mutex> lk(mu);
       if (!failure) failure = e;
     }
+    cv.notify_all();
     std::lock_guard<std::mutex> lk(input);
     ended = true;
   };
@@ -71,10 +82,18 @@ void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::f
         }
         index = handed++;
       }
+      const std::function<void(Result&)> publish = [&](Result& r) {
+        std::unique_lock<std::mutex> lk(mu);
+        Slot& slot = slots[index];
+        slot.results.push_back(std::move(r));
+        const long mine = ++slot.published;
+        cv.notify_all();
+        if (index == out) cv.wait(lk, [&] { return slot.emitted >= mine || failure; });
+      };
       try {
-        Result r = work(item, w);
+        work(item, w, publish);
         std::lock_guard<std::mutex> lk(mu);
-        ready.emplace(index, std::move(r));
+        slots[index].complete = true;
       } catch (...) {
         fail(std::current_exception());
         break;
@@ -89,15 +108,22 @@ void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::f
   };
   std::vector<std::thread> pool;
   for (int w = 0; w < jobs; ++w) pool.emplace_back(worker, w);
-  long out = 0;
   std::unique_lock<std::mutex> lk(mu);
+  const auto has_news = [&] {
+    const auto f = slots.find(out);
+    return f != slots.end() && (!f->second.results.empty() || f->second.complete);
+  };
   for (;;) {
-    cv.wait(lk, [&] { return ready.count(out) > 0 || running == 0; });
-    const auto f = ready.find(out);
-    if (f == ready.end()) break;  // every worker has stopped and nothing more is in order
-    Result r = std::move(f->second);
-    ready.erase(f);
-    ++out;
+    cv.wait(lk, [&] { return has_news() || running == 0; });
+    if (!has_news()) break;  // every worker has stopped and nothing more is in order
+    Slot& slot = slots[out];
+    if (slot.results.empty()) {  // complete, all emitted: on to the next item
+      slots.erase(out);
+      ++out;
+      continue;
+    }
+    Result r = std::move(slot.results.front());
+    slot.results.pop_front();
     lk.unlock();
     try {
       emit(r);
@@ -107,10 +133,24 @@ void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::f
       break;
     }
     lk.lock();
+    ++slot.emitted;  // `slot` stays: it is erased only here, once complete and emitted
+    cv.notify_all();
   }
   lk.unlock();
   for (auto& t : pool) t.join();
   if (failure) std::rethrow_exception(failure);
+}
+
+// The same where each item gives one result, `work(item, worker)`'s return value.
+template <typename Item, typename Result>
+void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::function<Result(Item&, int)>& work,
+                  const std::function<void(Result&)>& emit) {
+  const std::function<void(Item&, int, const std::function<void(Result&)>&)> one =
+      [&](Item& item, int w, const std::function<void(Result&)>& publish) {
+        Result r = work(item, w);
+        publish(r);
+      };
+  run_in_order_streamed<Item, Result>(jobs, next, one, emit);
 }
 
 }  // namespace m2n2

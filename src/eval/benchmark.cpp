@@ -296,9 +296,10 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
     item = &images[taken++];
     return true;
   };
-  const std::function<std::vector<Outcome>(const std::vector<const Instance*>*&, int)> work =
-      [&](const std::vector<const Instance*>*& group, int worker) {
-        std::vector<Outcome> outcomes;
+  // Each instance's outcome is published as soon as it is made, so that its record is on
+  // disk before the image's next instance starts (a kill loses one instance per job).
+  const std::function<void(const std::vector<const Instance*>*&, int, const std::function<void(Outcome&)>&)> work =
+      [&](const std::vector<const Instance*>*& group, int worker, const std::function<void(Outcome&)>& publish) {
         std::unique_ptr<Session> session;
         bool opened = false;
         for (const Instance* inst : *group) {
@@ -306,7 +307,7 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
           oc.id = inst->id;
           if (finished.count(inst->id)) {
             oc.skipped = true;
-            outcomes.push_back(std::move(oc));
+            publish(oc);
             continue;
           }
           try {
@@ -330,30 +331,27 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
           } catch (const std::exception& e) {  // any failure ends this instance only
             oc.error = inst->id + ": " + one_line_message(e);
           }
-          outcomes.push_back(std::move(oc));
+          publish(oc);
         }
-        return outcomes;
       };
-  const std::function<void(std::vector<Outcome>&)> emit = [&](std::vector<Outcome>& outcomes) {
-    for (auto& oc : outcomes) {
-      ++count;
-      if (oc.skipped) {
-        if (cb.progress) cb.progress(count, total, "");
-        continue;
-      }
-      if (!oc.error.empty()) {
-        if (cb.error) cb.error(oc.error);
-        ++failures;
-      } else {
-        append_record(out / kRecords, record_line(oc.rec));
-        noc90_sum += number_of_clicks(oc.rec.result.ious, 0.90, o.max_clicks);
-        ++noc90_n;
-        done[oc.id] = std::move(oc.rec);
-      }
-      if (cb.progress) cb.progress(count, total, "NoC90 " + (noc90_n ? fmt(noc90_sum / noc90_n) : std::string("-")));
+  const std::function<void(Outcome&)> emit = [&](Outcome& oc) {
+    ++count;
+    if (oc.skipped) {
+      if (cb.progress) cb.progress(count, total, "");
+      return;
     }
+    if (!oc.error.empty()) {
+      if (cb.error) cb.error(oc.error);
+      ++failures;
+    } else {
+      append_record(out / kRecords, record_line(oc.rec));
+      noc90_sum += number_of_clicks(oc.rec.result.ious, 0.90, o.max_clicks);
+      ++noc90_n;
+      done[oc.id] = std::move(oc.rec);
+    }
+    if (cb.progress) cb.progress(count, total, "NoC90 " + (noc90_n ? fmt(noc90_sum / noc90_n) : std::string("-")));
   };
-  run_in_order(static_cast<int>(engines.size()), next, work, emit);
+  run_in_order_streamed<const std::vector<const Instance*>*, Outcome>(static_cast<int>(engines.size()), next, work, emit);
   std::vector<InstanceResult> results;
   std::set<std::string> wanted;
   for (const auto& inst : mine) wanted.insert(inst.id);
