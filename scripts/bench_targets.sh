@@ -54,6 +54,12 @@ t0=$(seconds)
   -q >"$tmp/eval.json" 2>"$tmp/eval.log"
 line "GrabCut eval, 50 x 20 clicks, empty cache" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 150
 printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/eval.json" | tr '\n' ' ')"
+# The same with two images at once (--jobs 2, each with one thread).
+t0=$(seconds)
+"$m2n2" eval --dataset "$grabcut" --protocol m2n2 --max-clicks 20 --out "$tmp/evalj2" --cache-dir "$tmp/cachej2" \
+  --jobs 2 -q >"$tmp/evalj2.json" 2>"$tmp/evalj2.log"
+line "  the same with --jobs 2" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 150
+printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/evalj2.json" | tr '\n' ' ')"
 # The same with the CPU operator stored in fp16 (--precision fp16, not the default).
 t0=$(seconds)
 "$m2n2" eval --dataset "$grabcut" --protocol m2n2 --max-clicks 20 --out "$tmp/eval16" --cache-dir "$tmp/cache16" \
