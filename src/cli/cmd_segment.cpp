@@ -187,20 +187,21 @@ int run_batch(const SegmentOptions& o) {
       std::unique_lock<std::mutex> lk(done_mu);
       done_cv.wait(lk, [&] { return e.after < 0 || unfinished.count(e.after) == 0; });
     }
+    struct Finished {  // on return or exception: entries waiting on this one may go on
+      std::mutex& mu;
+      std::condition_variable& cv;
+      std::set<long>& unfinished;
+      long index;
+      ~Finished() {
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          unfinished.erase(index);
+        }
+        cv.notify_all();
+      }
+    } finished{done_mu, done_cv, unfinished, e.index};
     EntryResult r;
-    try {
-      r.line = process_entry(e.spec, o, e.base, *engines[static_cast<size_t>(worker)], r.failures);
-    } catch (...) {
-      std::lock_guard<std::mutex> lk(done_mu);
-      unfinished.erase(e.index);
-      done_cv.notify_all();
-      throw;
-    }
-    {
-      std::lock_guard<std::mutex> lk(done_mu);
-      unfinished.erase(e.index);
-    }
-    done_cv.notify_all();
+    r.line = process_entry(e.spec, o, e.base, *engines[static_cast<size_t>(worker)], r.failures);
     return r;
   };
   if (o.click_file == "-") {
