@@ -2,12 +2,10 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <mutex>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
@@ -141,12 +139,10 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
   return line;
 }
 
-// One image entry of a batch: where its relative paths start, its place in the batch,
-// and the earlier entry it must wait for (-1: none).
+// One image entry of a batch and where its relative paths start.
 struct BatchEntry {
   ImageSpec spec;
   fs::path base;
-  long index = 0, after = -1;
 };
 
 // One image entry's outcome: its JSON line and how many items in it failed.
@@ -162,44 +158,18 @@ int run_batch(const SegmentOptions& o) {
   const auto engines = make_job_engines(o.common, o.m2n2, o.jobs);
   int failures = 0;
   // Entries whose images share a stem write into the same folder (out/<stem>/), where
-  // whether an object's mask exists depends on the entries before: such an entry waits
-  // until the last earlier one with its stem is done, so that every --jobs gives what
-  // one job gives.
-  std::map<std::string, long> last_of_stem;  // under run_in_order's input lock
-  long handed = 0;
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  std::set<long> unfinished;
-  const auto hand_out = [&](BatchEntry& e) {
-    e.index = handed++;
-    e.after = -1;
-    if (!e.spec.image.empty()) {
-      const std::string stem = fs::path(e.spec.image).stem().string();
-      const auto f = last_of_stem.find(stem);
-      if (f != last_of_stem.end()) e.after = f->second;
-      last_of_stem[stem] = e.index;
-    }
-    std::lock_guard<std::mutex> lk(done_mu);
-    unfinished.insert(e.index);
+  // whether an object's mask exists depends on the entries before: such an entry starts
+  // once the last earlier one with its stem is done, so that every --jobs gives what one
+  // job gives.
+  std::map<std::string, long> last_of_stem;  // called in hand-out order, under the pool's lock
+  const std::function<long(const BatchEntry&, long)> after = [&](const BatchEntry& e, long index) {
+    if (e.spec.image.empty()) return -1L;
+    long& last = last_of_stem.emplace(fs::path(e.spec.image).stem().string(), -1L).first->second;
+    const long earlier = last;
+    last = index;
+    return earlier;
   };
   const auto work = [&](BatchEntry& e, int worker) {
-    {
-      std::unique_lock<std::mutex> lk(done_mu);
-      done_cv.wait(lk, [&] { return e.after < 0 || unfinished.count(e.after) == 0; });
-    }
-    struct Finished {  // on return or exception: entries waiting on this one may go on
-      std::mutex& mu;
-      std::condition_variable& cv;
-      std::set<long>& unfinished;
-      long index;
-      ~Finished() {
-        {
-          std::lock_guard<std::mutex> lk(mu);
-          unfinished.erase(index);
-        }
-        cv.notify_all();
-      }
-    } finished{done_mu, done_cv, unfinished, e.index};
     EntryResult r;
     r.line = process_entry(e.spec, o, e.base, *engines[static_cast<size_t>(worker)], r.failures);
     return r;
@@ -215,16 +185,18 @@ int run_batch(const SegmentOptions& o) {
         item.spec = parse_click_line(text);
         if (item.spec.image.empty() && !item.spec.error.empty()) item.spec.image = "<line " + std::to_string(n + 1) + ">";
         item.base = base;
-        hand_out(item);
         ++n;
         return true;
       }
       return false;
     };
-    run_in_order<BatchEntry, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
-      std::cout << r.line.dump() << "\n" << std::flush;
-      failures += r.failures;
-    });
+    run_in_order<BatchEntry, EntryResult>(
+        o.jobs, next, work,
+        [&](EntryResult& r) {
+          std::cout << r.line.dump() << "\n" << std::flush;
+          failures += r.failures;
+        },
+        after);
     spdlog::info("{} image entries, {} failures", n, failures);
     return failures ? kSomeFailed : kOk;
   }
@@ -254,14 +226,16 @@ int run_batch(const SegmentOptions& o) {
     if (taken == specs.size()) return false;
     item.spec = std::move(specs[taken++]);
     item.base = base;
-    hand_out(item);
     return true;
   };
-  run_in_order<BatchEntry, EntryResult>(o.jobs, next, work, [&](EntryResult& r) {
-    std::cout << r.line.dump() << "\n" << std::flush;
-    failures += r.failures;
-    bar.update(++done, std::to_string(failures) + " failed");
-  });
+  run_in_order<BatchEntry, EntryResult>(
+      o.jobs, next, work,
+      [&](EntryResult& r) {
+        std::cout << r.line.dump() << "\n" << std::flush;
+        failures += r.failures;
+        bar.update(++done, std::to_string(failures) + " failed");
+      },
+      after);
   bar.finish();
   spdlog::info("{} images, {} failures", specs.size(), failures);
   return failures ? kSomeFailed : kOk;

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -28,10 +29,17 @@ namespace m2n2 {
 // everything runs on the calling thread and `publish` is `emit`. An exception from
 // `next` or `work` stops the hand-out and is rethrown here once the results published
 // before it (in order) are emitted and the workers have stopped.
+//
+// `after(item, index)`, when given, is called right after `next` has filled item number
+// `index` (0, 1, … in hand-out order, under the same lock) and returns the index of an
+// earlier item whose work must have returned before this item's work starts, or -1 for
+// none: for items that touch the same files. With jobs ≤ 1 items run one after another
+// and it is not called.
 template <typename Item, typename Result>
 void run_in_order_streamed(int jobs, const std::function<bool(Item&)>& next,
                            const std::function<void(Item&, int, const std::function<void(Result&)>&)>& work,
-                           const std::function<void(Result&)>& emit) {
+                           const std::function<void(Result&)>& emit,
+                           const std::function<long(const Item&, long)>& after = {}) {
   if (jobs <= 1) {
     Item item;
     while (next(item)) work(item, 0, emit);
@@ -63,13 +71,18 @@ void run_in_order_streamed(int jobs, const std::function<bool(Item&)>& next,
   const auto worker = [&](int w) {
     for (;;) {
       Item item;
-      long index = 0;
+      long index = 0, wait_for = -1;
       {
         std::lock_guard<std::mutex> lk(input);
         if (ended) break;
         bool more = false;
         try {
           more = next(item);
+          if (more) {
+            index = handed++;
+            if (after) wait_for = after(item, index);
+            if (wait_for >= index) throw std::logic_error("run_in_order: an item may wait only for an earlier one");
+          }
         } catch (...) {
           ended = true;
           std::lock_guard<std::mutex> lk2(mu);
@@ -80,7 +93,14 @@ void run_in_order_streamed(int jobs, const std::function<bool(Item&)>& next,
           ended = true;
           break;
         }
-        index = handed++;
+      }
+      if (wait_for >= 0) {  // done: emitted and erased (before `out`), or its work has returned
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] {
+          const auto f = slots.find(wait_for);
+          return wait_for < out || (f != slots.end() && f->second.complete) || failure;
+        });
+        if (failure) break;
       }
       const std::function<void(Result&)> publish = [&](Result& r) {
         std::unique_lock<std::mutex> lk(mu);
@@ -144,13 +164,14 @@ void run_in_order_streamed(int jobs, const std::function<bool(Item&)>& next,
 // The same where each item gives one result, `work(item, worker)`'s return value.
 template <typename Item, typename Result>
 void run_in_order(int jobs, const std::function<bool(Item&)>& next, const std::function<Result(Item&, int)>& work,
-                  const std::function<void(Result&)>& emit) {
+                  const std::function<void(Result&)>& emit,
+                  const std::function<long(const Item&, long)>& after = {}) {
   const std::function<void(Item&, int, const std::function<void(Result&)>&)> one =
       [&](Item& item, int w, const std::function<void(Result&)>& publish) {
         Result r = work(item, w);
         publish(r);
       };
-  run_in_order_streamed<Item, Result>(jobs, next, one, emit);
+  run_in_order_streamed<Item, Result>(jobs, next, one, emit, after);
 }
 
 }  // namespace m2n2

@@ -130,5 +130,67 @@ TEST(InOrder, AFailingEmitStopsTheWorkers) {
   EXPECT_LT(taken, 1000);  // the hand-out stopped early
 }
 
+// An item that names an earlier one starts only once that one's work has returned (segment
+// --jobs: entries with the same image stem write into the same folder). Here item i names
+// i-3, and earlier items take longer, so that without the wait item 3 starts on the
+// fourth worker while item 0 still runs.
+TEST(InOrder, AnItemStartsOnlyAfterTheEarlierItemItNames) {
+  for (int jobs : {2, 4}) {
+    const int n = 12;
+    int taken = 0;
+    const std::function<bool(int&)> next = [&](int& item) { return taken < n ? (item = taken++, true) : false; };
+    std::vector<long> indices;
+    const std::function<long(const int&, long)> after = [&](const int& item, long index) {
+      indices.push_back(index);
+      EXPECT_EQ(index, item);
+      return item >= 3 ? index - 3 : -1L;
+    };
+    std::atomic<int> clock{0};
+    std::vector<int> started(n, -1), finished(n, -1);
+    const std::function<int(int&, int)> work = [&](int& item, int) {
+      started[static_cast<size_t>(item)] = clock++;
+      std::this_thread::sleep_for(std::chrono::microseconds((n - item) * 400));
+      finished[static_cast<size_t>(item)] = clock++;
+      return item;
+    };
+    std::vector<int> out;
+    const std::function<void(int&)> emit = [&](int& r) { out.push_back(r); };
+    run_in_order<int, int>(jobs, next, work, emit, after);
+    std::vector<int> want(n);
+    for (int i = 0; i < n; ++i) want[static_cast<size_t>(i)] = i;
+    EXPECT_EQ(out, want) << "jobs " << jobs;
+    EXPECT_EQ(indices, std::vector<long>(want.begin(), want.end())) << "jobs " << jobs;
+    for (int i = 3; i < n; ++i)
+      EXPECT_GT(started[static_cast<size_t>(i)], finished[static_cast<size_t>(i - 3)]) << "jobs " << jobs << " item " << i;
+  }
+}
+
+// The wait ends with a failure of the item waited for: the run stops and the waiting item
+// is not worked on.
+TEST(InOrder, AFailureEndsTheWaitOfTheItemsAfterIt) {
+  int taken = 0;
+  const std::function<bool(int&)> next = [&](int& item) { return taken < 2 ? (item = taken++, true) : false; };
+  const std::function<long(const int&, long)> after = [](const int&, long index) { return index - 1; };
+  std::atomic<int> worked{0};
+  const std::function<int(int&, int)> work = [&](int& item, int) {
+    ++worked;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (item == 0) throw std::runtime_error("item 0");
+    return item;
+  };
+  const std::function<void(int&)> emit = [](int&) {};
+  EXPECT_THROW((run_in_order<int, int>(2, next, work, emit, after)), std::runtime_error);
+  EXPECT_EQ(worked.load(), 1);
+}
+
+TEST(InOrder, AnItemCannotWaitForItselfOrALaterOne) {
+  int taken = 0;
+  const std::function<bool(int&)> next = [&](int& item) { return taken < 3 ? (item = taken++, true) : false; };
+  const std::function<long(const int&, long)> after = [](const int&, long index) { return index; };
+  const std::function<int(int&, int)> work = [](int& item, int) { return item; };
+  const std::function<void(int&)> emit = [](int&) {};
+  EXPECT_THROW((run_in_order<int, int>(2, next, work, emit, after)), std::logic_error);
+}
+
 }  // namespace
 }  // namespace m2n2
