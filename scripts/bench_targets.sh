@@ -20,6 +20,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 seconds() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(seconds)" 'BEGIN { print b - a }'; }
 verdict() { awk -v s="$1" -v t="$2" 'BEGIN { print (s <= t) ? "met" : "NOT met" }'; }
 line() { printf '  %-50s %7.2f s   target <= %5.1f s: %s\n' "$1" "$2" "$3" "$(verdict "$2" "$3")"; }
 
@@ -35,7 +36,7 @@ for i in 1 2 3 4 5; do
   t0=$(seconds)
   "$m2n2" segment --source "file:$tmp/a64.npy" --image "$tmp/img480.png" --click 427,240,+ \
     --out "$tmp/mask$i.png" --no-cache -q >/dev/null
-  times+=("$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')")
+  times+=("$(since "$t0")")
 done
 whole=$(printf '%s\n' "${times[@]}" | sort -g | sed -n 3p)
 line "one image + one click, 854x480, grid 64, .npy" "$whole" 1.5
@@ -43,29 +44,26 @@ awk -v s="$whole" 'BEGIN { printf "  %-50s %7.0fx   target >= 70x:   %s\n", "  t
 t0=$(seconds)
 "$m2n2" --version >/dev/null
 printf '  %-50s %7.2f s   (no target: process start; LibTorch is not loaded)\n' "m2n2 --version" \
-  "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')"
+  "$(since "$t0")"
 
 if [ ! -d "$grabcut/images" ]; then
   echo "  (GrabCut lines skipped: no $grabcut)"
   exit 0
 fi
-t0=$(seconds)
-"$m2n2" eval --dataset "$grabcut" --protocol m2n2 --max-clicks 20 --out "$tmp/eval" --cache-dir "$tmp/cache1" \
-  -q >"$tmp/eval.json" 2>"$tmp/eval.log"
-line "GrabCut eval, 50 x 20 clicks, empty cache" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 150
-printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/eval.json" | tr '\n' ' ')"
-# The same with two images at once (--jobs 2, each with one thread).
-t0=$(seconds)
-"$m2n2" eval --dataset "$grabcut" --protocol m2n2 --max-clicks 20 --out "$tmp/evalj2" --cache-dir "$tmp/cachej2" \
-  --jobs 2 -q >"$tmp/evalj2.json" 2>"$tmp/evalj2.log"
-line "  the same with --jobs 2" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 150
-printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/evalj2.json" | tr '\n' ' ')"
-# The same with the CPU operator stored in fp16 (--precision fp16, not the default).
-t0=$(seconds)
-"$m2n2" eval --dataset "$grabcut" --protocol m2n2 --max-clicks 20 --out "$tmp/eval16" --cache-dir "$tmp/cache16" \
-  --precision fp16 -q >"$tmp/eval16.json" 2>"$tmp/eval16.log"
-line "  the same with --precision fp16" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 150
-printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/eval16.json" | tr '\n' ' ')"
+# The GrabCut eval from an empty cache into $tmp/NAME, timed against its target, with its
+# metrics; EXTRA flags after the label.
+grabcut_eval() {
+  local name=$1 label=$2
+  shift 2
+  t0=$(seconds)
+  "$m2n2" eval --dataset "$grabcut" --protocol m2n2 --max-clicks 20 --out "$tmp/$name" --cache-dir "$tmp/cache-$name" \
+    "$@" -q >"$tmp/$name.json" 2>"$tmp/$name.log"
+  line "$label" "$(since "$t0")" 150
+  printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/$name.json" | tr '\n' ' ')"
+}
+grabcut_eval eval "GrabCut eval, 50 x 20 clicks, empty cache"
+grabcut_eval evalj2 "  the same with --jobs 2" --jobs 2  # two images at once, each with one thread
+grabcut_eval eval16 "  the same with --precision fp16" --precision fp16  # not the default
 # One click per image: the protocol's first click, from the eval's records.
 {
   echo '{"images": ['
@@ -81,7 +79,7 @@ printf '    (its metrics: %s)\n' "$(grep -o '"NoC[0-9]*":[0-9.]*' "$tmp/eval16.j
 } >"$tmp/clicks.json"
 t0=$(seconds)
 "$m2n2" segment --clicks "$tmp/clicks.json" --out "$tmp/seg" --cache-dir "$tmp/cache2" -q >/dev/null
-line "segment, 50 GrabCut images x 1 click" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 90
+line "segment, 50 GrabCut images x 1 click" "$(since "$t0")" 90
 t0=$(seconds)
 "$m2n2" segment --clicks "$tmp/clicks.json" --out "$tmp/seg2" --cache-dir "$tmp/cache3" --jobs 2 -q >/dev/null
-line "  the same with --jobs 2" "$(awk -v a="$t0" -v b="$(seconds)" 'BEGIN { print b - a }')" 90
+line "  the same with --jobs 2" "$(since "$t0")" 90
