@@ -1,12 +1,16 @@
 #!/usr/bin/python3
-"""Every flag that `m2n2 SUBCOMMAND --help` offers is named in README.md (users read
-the README; a flag added to the code without a word there is a defect)."""
+"""Every flag that `m2n2 SUBCOMMAND --help` offers is named in README.md or in one of the
+guides under docs/ it indexes (users read them; a flag added to the code without a word there
+is a defect)."""
+import glob
+import os
 import re
 import subprocess
 import sys
 
 m2n2, readme = sys.argv[1], sys.argv[2]
-text = open(readme, encoding="utf-8").read()
+docs = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(readme)), "docs", "**", "*.md"), recursive=True))
+text = "\n".join(open(p, encoding="utf-8").read() for p in [readme] + docs)
 def subcommands(help_text):
     if "Subcommands:" not in help_text:
         return []
@@ -30,6 +34,6 @@ while todo:
         if not re.search(re.escape(f) + r"(?![a-z0-9-])", text):
             missing.append(f"{' '.join(cmd)} {f}")
 if missing:
-    print("flags in --help but not in README.md: " + ", ".join(missing))
+    print("flags in --help but not in README.md or docs/*.md: " + ", ".join(missing))
     sys.exit(1)
-print(f"{seen} commands: every flag of their --help is in README.md")
+print(f"{seen} commands: every flag of their --help is in README.md or docs/")
