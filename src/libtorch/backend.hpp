@@ -67,6 +67,13 @@ class TorchBackend {
 TorchBackend& torch_backend();
 // The backend if it is linked in or already loaded; never loads it.
 TorchBackend* torch_backend_if_loaded();
+// Where the backend would be loaded from without loading it: "linked in", a file
+// path, or "" when it is not found or not part of this build (for m2n2 --version).
+std::string torch_backend_location();
+// Whether this build has the backend (-DM2N2_WITH_TORCH), and whether the LibTorch it
+// was built against has CUDA.
+bool torch_backend_built();
+bool torch_backend_has_cuda();
 // The thread count set by set_num_threads (0 = not set); core/device.cpp.
 int configured_threads();
 

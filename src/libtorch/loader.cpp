@@ -10,6 +10,13 @@
 #include "m2n2/core/error.hpp"
 #include "libtorch/backend.hpp"
 
+#ifndef M2N2_WITH_TORCH
+#define M2N2_WITH_TORCH 1
+#endif
+#ifndef M2N2_TORCH_HAS_CUDA
+#define M2N2_TORCH_HAS_CUDA 0
+#endif
+
 // Defined only where the backend's objects are linked in (tests, benchmarks).
 extern "C" m2n2::detail::TorchBackend* m2n2_torch_backend() __attribute__((weak));
 
@@ -51,7 +58,12 @@ std::vector<std::string> candidates() {
   return out;
 }
 
+const char* const kNotBuilt =
+    "the LibTorch backend (needed for TorchScript sources, CUDA, diffseg and ncut) is not part of this build "
+    "(configured with -DM2N2_WITH_TORCH=OFF)";
+
 TorchBackend* load() {
+  if (!M2N2_WITH_TORCH) throw Error(kNotBuilt);
   if (m2n2_torch_backend) return m2n2_torch_backend();
   std::string errors;
   for (const std::string& path : candidates()) {
@@ -80,6 +92,19 @@ TorchBackend* load() {
 }
 
 }  // namespace
+
+std::string torch_backend_location() {
+  if (!M2N2_WITH_TORCH) return "";
+  if (m2n2_torch_backend) return "linked in";
+  for (const std::string& path : candidates()) {
+    std::error_code ec;
+    if (path.find('/') != std::string::npos && fs::exists(path, ec)) return path;
+  }
+  return "";
+}
+
+bool torch_backend_built() { return M2N2_WITH_TORCH; }
+bool torch_backend_has_cuda() { return M2N2_WITH_TORCH && M2N2_TORCH_HAS_CUDA; }
 
 TorchBackend* torch_backend_if_loaded() {
   if (TorchBackend* b = g_backend.load()) return b;

@@ -13,6 +13,7 @@
 
 #include "m2n2/io/click_file.hpp"
 #include "m2n2/io/visuals.hpp"
+#include "m2n2/version.hpp"
 #include "serve/annotations.hpp"
 #include "serve/assets.hpp"
 #include "serve/session_pool.hpp"
@@ -231,7 +232,7 @@ void Server::Impl::routes() {
 
   http.Get("/api/info", handler([this](const httplib::Request&, httplib::Response& res) {
     const auto& p = engine.params();
-    send_json(res, {{"version", "0.1.0"},
+    send_json(res, {{"version", M2N2_VERSION},
                     {"source", engine.source_id()},
                     {"device", to_string(engine.options().device)},
                     {"images_dir", root.string()},
