@@ -98,7 +98,7 @@ TEST(Hardening, DefaultSourceSettingsAreRangeChecked) {
   EXPECT_NE(message_of([] { DefaultSourceSettings::parse("levels=2.5"); }).find("levels must be an integer"), std::string::npos);
   SourceOptions so;
   so.grid = 2000;
-  EXPECT_EQ(message_of([&] { make_source("default", so); }), "--grid (default:grid) must be in 4..256, got 2000");
+  EXPECT_EQ(message_of([&] { make_source("default", so); }), "grid must be in 4..256, got 2000");
   so.grid = -5;
   EXPECT_NE(message_of([&] { make_source("default", so); }).find("got -5"), std::string::npos);
 }

@@ -198,14 +198,14 @@ std::unique_ptr<AttentionSource> make_source(const std::string& spec, const Sour
   const std::string arg = colon == std::string::npos ? "" : spec.substr(colon + 1);
   if (kind == "default") return detail::make_default_source(arg, opt);
   if (kind == "file") {
-    if (arg.empty()) throw Error("--source file:PATH needs a path");
+    if (arg.empty()) throw Error("source file:PATH needs a path");
     return detail::make_file_source(arg, opt);
   }
   if (kind == "torchscript") {
-    if (arg.empty()) throw Error("--source torchscript:PATH needs a path");
+    if (arg.empty()) throw Error("source torchscript:PATH needs a path");
     return detail::torch_backend().torchscript_source(arg, opt);
   }
-  throw Error("--source: unknown source '" + spec + "' (expected default, torchscript:PATH or file:PATH)");
+  throw Error("source: unknown source '" + spec + "' (expected default, torchscript:PATH or file:PATH)");
 }
 
 }  // namespace m2n2

@@ -23,7 +23,7 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
     const auto eq = item.find('=');
-    if (eq == std::string::npos) throw Error("--source default: expected key=value, got '" + item + "'");
+    if (eq == std::string::npos) throw Error("source default: expected key=value, got '" + item + "'");
     const std::string k = item.substr(0, eq), v = item.substr(eq + 1);
     double x;
     try {
@@ -31,13 +31,13 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
       x = std::stod(v, &pos);
       if (pos != v.size()) throw 0;
     } catch (...) {
-      throw Error("--source default: value of " + k + " is not a number: '" + v + "'");
+      throw Error("source default: value of " + k + " is not a number: '" + v + "'");
     }
-    if (!std::isfinite(x)) throw Error("--source default: " + k + " must be finite");
+    if (!std::isfinite(x)) throw Error("source default: " + k + " must be finite");
     // Integer settings: range-checked before the cast (a double beyond int is UB).
     const auto integer = [&]() {
       if (!(std::fabs(x) <= 1e6) || x != std::floor(x))
-        throw Error("--source default: " + k + " must be an integer in -1000000..1000000, got '" + v + "'");
+        throw Error("source default: " + k + " must be an integer in -1000000..1000000, got '" + v + "'");
       return static_cast<int>(x);
     };
     if (k == "grid") s.grid = integer();
@@ -61,7 +61,7 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
     else if (k == "lightness_weight") s.lightness_weight = x;
     else if (k == "smooth") s.smooth = integer();
     else if (k == "smooth_sigma") s.smooth_sigma = x;
-    else throw Error("--source default: unknown setting '" + k + "'");
+    else throw Error("source default: unknown setting '" + k + "'");
   }
   s.validate();
   return s;
@@ -70,19 +70,19 @@ DefaultSourceSettings DefaultSourceSettings::parse(const std::string& text) {
 void DefaultSourceSettings::validate() const {
   const DefaultSourceSettings& s = *this;
   if (s.grid < kMinGrid || s.grid > kMaxGrid)
-    throw Error("--grid (default:grid) must be in " + std::to_string(kMinGrid) + ".." + std::to_string(kMaxGrid) +
-                ", got " + std::to_string(s.grid));
-  if (s.levels < 1 || s.levels > 8) throw Error("--source default: levels must be in 1..8");
-  if (s.radius < 0) throw Error("--source default: radius must be >= 0");
-  if (s.smooth < 0 || s.smooth > 100) throw Error("--source default: smooth must be in 0..100");
-  if (!(s.sigma_color > 0) || !(s.sigma_position > 0)) throw Error("--source default: sigmas must be > 0");
-  if (!(s.floor >= 0 && s.floor < 1)) throw Error("--source default: floor must be in [0, 1)");
-  if (!(s.region_weight >= 0 && s.region_weight <= 1)) throw Error("--source default: region_weight must be in [0, 1]");
+    throw Error("grid must be in " + std::to_string(kMinGrid) + ".." + std::to_string(kMaxGrid) + ", got " +
+                std::to_string(s.grid));
+  if (s.levels < 1 || s.levels > 8) throw Error("source default: levels must be in 1..8");
+  if (s.radius < 0) throw Error("source default: radius must be >= 0");
+  if (s.smooth < 0 || s.smooth > 100) throw Error("source default: smooth must be in 0..100");
+  if (!(s.sigma_color > 0) || !(s.sigma_position > 0)) throw Error("source default: sigmas must be > 0");
+  if (!(s.floor >= 0 && s.floor < 1)) throw Error("source default: floor must be in [0, 1)");
+  if (!(s.region_weight >= 0 && s.region_weight <= 1)) throw Error("source default: region_weight must be in [0, 1]");
   if (!(s.region_k > 0) || s.region_scales < 1 || s.region_scales > 8 || s.region_min < 1)
-    throw Error("--source default: region_k must be > 0, region_scales in 1..8, region_min >= 1");
-  if (!(s.lightness_weight > 0)) throw Error("--source default: lightness_weight must be > 0");
+    throw Error("source default: region_k must be > 0, region_scales in 1..8, region_min >= 1");
+  if (!(s.lightness_weight > 0)) throw Error("source default: lightness_weight must be > 0");
   if (s.texture_feature < 0 || s.texture_sigma < 0 || s.orient_feature < 0)
-    throw Error("--source default: texture_feature, texture_sigma and orient_feature must be >= 0");
+    throw Error("source default: texture_feature, texture_sigma and orient_feature must be >= 0");
 }
 
 double default_source_memory_bytes(const DefaultSourceSettings& s) {

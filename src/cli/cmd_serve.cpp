@@ -31,7 +31,8 @@ int run_serve(ServeFlags& o) {
   try {
     o.serve.max_body_bytes = static_cast<size_t>(parse_memory_size(o.max_body));
   } catch (const Error& e) {
-    throw UsageError(std::string("--max-body: ") + e.what());
+    const std::string m = e.what();  // "max_memory: PROBLEM" from the size parser
+    throw UsageError("--max-body" + m.substr(m.find(':')));
   }
   // Sessions are kept up to --max-memory, else up to half of what is free now.
   const double limit = max_memory_bytes(o.common);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
@@ -185,17 +186,66 @@ void Progress::finish() {
   drawn_ = false;
 }
 
+// The library's field names and the flags that set them: the one table.
+const std::map<std::string, std::string> kFlagOfField = {
+    {"source", "--source"},
+    {"grid", "--grid (default:grid)"},
+    {"device", "--device"},
+    {"precision", "--precision"},
+    {"max_memory", "--max-memory"},
+    {"max_side", "--max-side"},
+    {"temperature", "--temperature"},
+    {"ipf_iterations", "--ipf-iterations"},
+    {"max_iterations", "--max-iterations"},
+    {"threshold", "--markov-threshold"},
+    {"spatial_sigma", "--jbu-spatial-sigma"},
+    {"range_sigma", "--jbu-range-sigma"},
+    {"max_area", "--max-area"},
+    {"click", "--click"},
+    {"protocol", "--protocol"},
+    {"mask_format", "--mask-format"},
+    {"max_clicks", "--max-clicks"},
+    {"shard", "--shard"},
+    {"anchors", "--anchors"},
+    {"kl_thresholds", "--kl-thresholds"},
+    {"power", "--power"},
+    {"ncut.grid", "--ncut-grid"},
+    {"min_size", "--min-size"},
+    {"max_depth", "--max-depth"},
+    {"tau", "--tau"},
+    {"stop", "--stop"},
+    {"matching", "--matching"},
+    {"sample", "--sample"},
+    {"restarts", "--restarts"},
+    {"tolerance", "--tolerance"},
+    {"categories", "--categories"},
+    {"vote", "--vote"},
+    {"high_norm", "--high-norm"},
+    {"fg_rule", "--fg-rule"},
+    {"refine", "--refine"},
+    {"region_embed", "--region-embed"},
+    {"classes", "--classes"},
+    {"min_component", "--min-component"},
+};
+
+std::string flag_message(const std::string& m) {
+  const size_t end = m.find_first_of(" :");
+  if (end == std::string::npos) return m;
+  const auto it = kFlagOfField.find(m.substr(0, end));
+  return it == kFlagOfField.end() ? m : it->second + m.substr(end);
+}
+
 int guarded(const std::function<int()>& body) {
   try {
     return body();
   } catch (const UsageError& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", flag_message(e.what()));
     return kUsage;
   } catch (const InvalidArgument& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", flag_message(e.what()));
     return kUsage;
   } catch (const Error& e) {
-    spdlog::error("{}", e.what());
+    spdlog::error("{}", flag_message(e.what()));
     return kSomeFailed;
   } catch (const std::exception& e) {
     spdlog::error("{}", one_line_message(e));

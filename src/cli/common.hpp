@@ -82,6 +82,9 @@ class Progress {
 
 // Range check of an integer flag: throws UsageError "FLAG must be in LO..HI, got V".
 void check_range(const char* flag, long long value, long long lo, long long hi);
+// A library message with the field it names first ("temperature must be > 0, got -1")
+// renamed to the flag that sets it ("--temperature must be > 0, got -1").
+std::string flag_message(const std::string& library_message);
 // Runs a subcommand body, mapping exceptions to messages and exit codes.
 int guarded(const std::function<int()>& body);
 

@@ -22,14 +22,14 @@ Device parse_device(const std::string& s) {
   if (s == "auto") return Device::Auto;
   if (s == "cpu") return Device::Cpu;
   if (s == "cuda") return Device::Cuda;
-  throw Error("--device: expected auto, cpu or cuda, got '" + s + "'");
+  throw Error("device: expected auto, cpu or cuda, got '" + s + "'");
 }
 
 Precision parse_precision(const std::string& s) {
   if (s == "fp32") return Precision::Float32;
   if (s == "fp16") return Precision::Float16;
   if (s == "bf16") return Precision::BFloat16;
-  throw Error("--precision: expected fp32, fp16 or bf16, got '" + s + "'");
+  throw Error("precision: expected fp32, fp16 or bf16, got '" + s + "'");
 }
 
 std::string to_string(Device d) {
@@ -92,7 +92,7 @@ bool cuda_available() {
 Device resolve(Device d) {
   if (d == Device::Auto) return cuda_available() ? Device::Cuda : Device::Cpu;
   if (d == Device::Cuda && !cuda_available())
-    throw Error("--device cuda: no CUDA device (or this LibTorch build has no CUDA support)");
+    throw Error("device cuda: no CUDA device (or this LibTorch build has no CUDA support)");
   return d;
 }
 

@@ -37,7 +37,7 @@ double parse_memory_size(const std::string& s) {
   try {
     v = std::stod(s, &pos);
   } catch (...) {
-    throw Error("--max-memory: cannot parse '" + s + "' (expected e.g. 512M, 4G)");
+    throw Error("max_memory: cannot parse '" + s + "' (expected e.g. 512M, 4G)");
   }
   std::string unit = s.substr(pos);
   double mult = 1;
@@ -45,8 +45,8 @@ double parse_memory_size(const std::string& s) {
   else if (unit == "K" || unit == "KB" || unit == "KiB" || unit == "k") mult = 1024.0;
   else if (unit == "M" || unit == "MB" || unit == "MiB") mult = 1024.0 * 1024.0;
   else if (unit == "G" || unit == "GB" || unit == "GiB") mult = 1024.0 * 1024.0 * 1024.0;
-  else throw Error("--max-memory: unknown unit '" + unit + "' in '" + s + "'");
-  if (!(v > 0) || !std::isfinite(v)) throw Error("--max-memory: must be positive, got '" + s + "'");
+  else throw Error("max_memory: unknown unit '" + unit + "' in '" + s + "'");
+  if (!(v > 0) || !std::isfinite(v)) throw Error("max_memory: must be positive, got '" + s + "'");
   return v * mult;
 }
 

@@ -1,4 +1,5 @@
 // The engine (source, cache, parameters, device) and the per-image session.
+#include "core/check.hpp"
 #include "core/fault_injection.hpp"
 #include "m2n2/m2n2.hpp"
 
@@ -35,6 +36,14 @@ void check_clicks_inside(const std::vector<Click>& clicks, cv::Size size) {
 
 // ------------------------------------------------------------------ Engine
 
+// The engine's options, checked before anything is set up (messages name the field).
+EngineOptions validated(EngineOptions o) {
+  check_params(o.params);
+  check::non_negative("cache_max_bytes", o.cache_max_bytes);
+  check::non_negative("max_memory_bytes", o.max_memory_bytes);
+  return o;
+}
+
 struct Engine::Impl {
   EngineOptions opt;
   SourceOptions source_options;
@@ -42,7 +51,7 @@ struct Engine::Impl {
   std::unique_ptr<AttentionSource> cpu_source;  // made on the first CPU retry
   AttentionCache cache;
 
-  explicit Impl(EngineOptions o) : opt(std::move(o)), cache(opt.cache_dir) {
+  explicit Impl(EngineOptions o) : opt(validated(std::move(o))), cache(opt.cache_dir) {
     if (opt.warn) cache.set_warn(opt.warn);
     cache.set_max_bytes(opt.cache_max_bytes);
     opt.params.op.device = opt.device;

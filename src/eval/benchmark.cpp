@@ -19,6 +19,7 @@
 #include "m2n2/io/image_io.hpp"
 #include "m2n2/io/npy.hpp"
 #include "m2n2/m2n2.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 namespace fs = std::filesystem;
@@ -235,8 +236,8 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
   } catch (const Error& e) {
     throw InvalidArgument(e.what());
   }
-  if (o.max_clicks < 1 || o.max_clicks > 1000) throw InvalidArgument("--max-clicks must be in 1..1000");
-  if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards) throw InvalidArgument("--shard: expected I/N with 0 <= I < N");
+  check::in_range("max_clicks", o.max_clicks, 1, 1000);
+  if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards) throw InvalidArgument("shard: expected I/N with 0 <= I < N");
   // Shards take whole images (every N-th image from I), so that no two shards compute
   // the same attention; within a shard an image's instances are consecutive.
   std::vector<Instance> mine;

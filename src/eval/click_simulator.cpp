@@ -8,7 +8,7 @@ namespace m2n2 {
 Protocol parse_protocol(const std::string& s) {
   if (s == "m2n2") return Protocol::M2N2;
   if (s == "ritm") return Protocol::Ritm;
-  throw Error("--protocol: expected m2n2 or ritm, got '" + s + "'");
+  throw Error("protocol: expected m2n2 or ritm, got '" + s + "'");
 }
 
 std::string to_string(Protocol p) { return p == Protocol::M2N2 ? "m2n2" : "ritm"; }

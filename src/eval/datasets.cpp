@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 MaskConvention parse_convention(const std::string& s) {
   if (s == "grabcut" || s == "berkeley") return MaskConvention::GrabCut;
   if (s == "davis") return MaskConvention::Davis;
-  throw Error("--mask-format: expected grabcut or davis, got '" + s + "'");
+  throw Error("mask_format: expected grabcut or davis, got '" + s + "'");
 }
 
 namespace {

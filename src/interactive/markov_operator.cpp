@@ -13,6 +13,7 @@
 #include "core/fast_math.hpp"
 #include "interactive/operator_errors.hpp"
 #include "libtorch/backend.hpp"
+#include "core/check.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
@@ -564,8 +565,8 @@ MarkovOperator::MarkovOperator(AttentionMap&& att, const OperatorParams& params)
   if (I.n <= 0 || attention_values(att) != I.n * I.n)
     throw Error("attention '" + att.name + "': data size does not match its " + std::to_string(att.h) + "x" +
                 std::to_string(att.w) + " grid");
-  if (!(params.temperature > 0)) throw Error("--temperature must be > 0");
-  if (params.ipf_iterations < 0) throw Error("--ipf-iterations must be >= 0");
+  check::positive("temperature", params.temperature);
+  check::at_least("ipf_iterations", params.ipf_iterations, 0);
   if (params.libtorch || resolve(params.device) == Device::Cuda) {
     I.kernel = detail::torch_backend().operator_kernel(std::move(att), params);
     return;

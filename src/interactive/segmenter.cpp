@@ -8,6 +8,7 @@
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/flood_fill.hpp"
 #include "m2n2/interactive/start_state.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 
@@ -23,19 +24,14 @@ cv::Mat fit_max_side(const cv::Mat& rgb, int max_side) {
 }
 
 void check_params(const M2N2Params& p) {
-  auto range = [](const char* flag, long long v, long long lo, long long hi) {
-    if (v < lo || v > hi)
-      throw InvalidArgument(std::string(flag) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) +
-                            ", got " + std::to_string(v));
-  };
-  if (p.max_side != 0) range("--max-side", p.max_side, 16, 1 << 16);
-  if (!(p.op.temperature > 0) || !std::isfinite(p.op.temperature)) throw InvalidArgument("--temperature must be a finite number > 0");
-  range("--ipf-iterations", p.op.ipf_iterations, 0, 100000);
-  range("--max-iterations", p.markov.max_iterations, 1, 100000);
-  if (!(p.markov.threshold > 0 && p.markov.threshold < 1)) throw InvalidArgument("--markov-threshold must be in (0, 1)");
-  if (!(p.jbu.spatial_sigma > 0) || !(p.jbu.range_sigma > 0))
-    throw InvalidArgument("--jbu-spatial-sigma and --jbu-range-sigma must be > 0");
-  if (!(p.scoring.max_area > 0 && p.scoring.max_area <= 1)) throw InvalidArgument("--max-area must be in (0, 1]");
+  if (p.max_side != 0) check::in_range("max_side", p.max_side, 16, 1 << 16);
+  check::positive("temperature", p.op.temperature);
+  check::in_range("ipf_iterations", p.op.ipf_iterations, 0, 100000);
+  check::in_range("max_iterations", p.markov.max_iterations, 1, 100000);
+  check::in_interval("threshold", p.markov.threshold, 0, true, 1, true);
+  check::positive("spatial_sigma", p.jbu.spatial_sigma);
+  check::positive("range_sigma", p.jbu.range_sigma);
+  check::in_interval("max_area", p.scoring.max_area, 0, true, 1, false);
 }
 
 Segmenter::Segmenter(const cv::Mat& rgb, std::shared_ptr<const MarkovOperator> op, const M2N2Params& params,

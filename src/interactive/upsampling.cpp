@@ -8,6 +8,7 @@
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
 #include "core/fast_math.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 
@@ -87,7 +88,8 @@ JointBilateralUpsampler::JointBilateralUpsampler(const cv::Mat& rgb8, int gh, in
                                                  double max_table_bytes)
     : rgb_(rgb8), H_(rgb8.rows), W_(rgb8.cols), h_(gh), w_(gw), params_(params) {
   if (rgb8.type() != CV_8UC3) throw Error("upsampling: the guide image must be 8-bit RGB");
-  if (!(params.spatial_sigma > 0) || !(params.range_sigma > 0)) throw Error("--jbu-spatial-sigma and --jbu-range-sigma must be > 0");
+  check::positive("spatial_sigma", params.spatial_sigma);
+  check::positive("range_sigma", params.range_sigma);
   ax_ = make_axis(W_, w_, params.spatial_sigma);
   ay_ = make_axis(H_, h_, params.spatial_sigma);
   const double sx = static_cast<double>(W_) / w_, sy = static_cast<double>(H_) / h_;

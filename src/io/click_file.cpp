@@ -155,7 +155,7 @@ std::pair<int, int> parse_shard(const std::string& s, const char* flag) {
 
 Click parse_click(const std::string& s) {
   const auto a = s.find(','), b = s.rfind(',');
-  if (a == std::string::npos || a == b) throw InvalidArgument("--click: expected X,Y,+ or X,Y,-, got '" + s + "'");
+  if (a == std::string::npos || a == b) throw InvalidArgument("click: expected X,Y,+ or X,Y,-, got '" + s + "'");
   Click c;
   try {
     size_t p1, p2;
@@ -164,13 +164,13 @@ Click parse_click(const std::string& s) {
     c.y = std::stod(ys, &p2);
     if (p1 != xs.size() || p2 != ys.size()) throw 0;
   } catch (...) {
-    throw InvalidArgument("--click: coordinates of '" + s + "' are not numbers");
+    throw InvalidArgument("click: coordinates of '" + s + "' are not numbers");
   }
-  if (!std::isfinite(c.x) || !std::isfinite(c.y)) throw InvalidArgument("--click: coordinates of '" + s + "' must be finite");
+  if (!std::isfinite(c.x) || !std::isfinite(c.y)) throw InvalidArgument("click: coordinates of '" + s + "' must be finite");
   const std::string l = s.substr(b + 1);
   if (l == "+" || l == "pos" || l == "1" || l == "p") c.positive = true;
   else if (l == "-" || l == "neg" || l == "0" || l == "n") c.positive = false;
-  else throw InvalidArgument("--click: label of '" + s + "' must be + or -");
+  else throw InvalidArgument("click: label of '" + s + "' must be + or -");
   return c;
 }
 

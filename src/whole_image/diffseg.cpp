@@ -7,6 +7,7 @@
 #include "libtorch/backend.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/upsampling.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 
@@ -105,13 +106,13 @@ std::vector<std::vector<float>> merge_proposals(const std::vector<std::vector<fl
 }
 
 void check_params(const DiffSegParams& p) {
-  if (p.anchors < 1 || p.anchors > 64) throw InvalidArgument("--anchors must be in 1..64");
-  if (p.kl_thresholds.empty()) throw InvalidArgument("--kl-thresholds needs at least one value");
-  for (double k : p.kl_thresholds)
-    if (!std::isfinite(k) || k < 0) throw InvalidArgument("--kl-thresholds must be finite numbers >= 0");
+  check::in_range("anchors", p.anchors, 1, 64);
+  if (p.kl_thresholds.empty()) throw InvalidArgument("kl_thresholds needs at least one value");
+  for (double k : p.kl_thresholds) check::non_negative("kl_thresholds", k);
 }
 
 AutoResult diffseg(const Attention& att, int H, int W, const DiffSegParams& p) {
+  check_params(p);
   auto levels = maps_by_resolution(att);
   AutoResult res;
   std::string used;

@@ -9,6 +9,7 @@
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/whole_image/hungarian.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 namespace fs = std::filesystem;
@@ -17,7 +18,7 @@ LabelMatching parse_label_matching(const std::string& s) {
   if (s == "image") return LabelMatching::Image;
   if (s == "dataset") return LabelMatching::Dataset;
   if (s == "majority") return LabelMatching::Majority;
-  throw InvalidArgument("--matching: expected image, dataset or majority, got '" + s + "'");
+  check::not_one_of("matching", s, {"image", "dataset", "majority"});
 }
 
 std::string to_string(LabelMatching m) {

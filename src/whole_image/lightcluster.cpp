@@ -8,20 +8,19 @@
 
 #include "m2n2/core/device.hpp"
 #include "m2n2/core/error.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 
 void check_params(const LightClusterParams& p) {
-  if (p.sample < 2) throw InvalidArgument("--sample must be at least 2, got " + std::to_string(p.sample));
-  if (p.restarts < 1 || p.restarts > 1000) throw InvalidArgument("--restarts must be in 1..1000");
-  if (p.max_iterations < 1 || p.max_iterations > 100000) throw InvalidArgument("--max-iterations must be in 1..100000");
-  if (!(p.tolerance >= 0)) throw InvalidArgument("--tolerance must be >= 0");
-  if (p.categories < 1) throw InvalidArgument("--categories must be at least 1");
-  if (p.vote < 1 || p.vote > 3) throw InvalidArgument("--vote must be 1, 2 or 3, got " + std::to_string(p.vote));
-  if (p.high_norm != "auto" && p.high_norm != "on" && p.high_norm != "off")
-    throw InvalidArgument("--high-norm: expected auto, on or off, got '" + p.high_norm + "'");
-  if (p.fg_rule != "border" && p.fg_rule != "cls-attn")
-    throw InvalidArgument("--fg-rule: expected border or cls-attn, got '" + p.fg_rule + "'");
+  check::at_least("sample", p.sample, 2);
+  check::in_range("restarts", p.restarts, 1, 1000);
+  check::in_range("max_iterations", p.max_iterations, 1, 100000);
+  check::non_negative("tolerance", p.tolerance);
+  check::at_least("categories", p.categories, 1);
+  check::in_range("vote", p.vote, 1, 3);
+  check::one_of("high_norm", p.high_norm, {"auto", "on", "off"});
+  check::one_of("fg_rule", p.fg_rule, {"border", "cls-attn"});
 }
 
 std::vector<float> unit_rows(const float* data, int64_t n, int d) {

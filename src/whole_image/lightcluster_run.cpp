@@ -13,6 +13,7 @@
 #include "m2n2/io/npy.hpp"
 #include "m2n2/m2n2.hpp"
 #include "m2n2/whole_image/lightcluster.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 namespace fs = std::filesystem;
@@ -154,11 +155,10 @@ LightClusterResult run_lightcluster(Engine& engine, const std::vector<std::strin
                                     const std::function<void(const std::string&, int, int)>& progress) {
   const LightClusterParams& p = run.params;
   check_params(p);
-  if (run.refine != "jbu" && run.refine != "none") throw InvalidArgument("--refine: expected jbu or none, got '" + run.refine + "'");
-  if (run.region_embed != "crop" && run.region_embed != "pool")
-    throw InvalidArgument("--region-embed: expected crop or pool, got '" + run.region_embed + "'");
-  if (run.classes < 1) throw InvalidArgument("--classes must be at least 1");
-  if (!(run.min_component >= 0 && run.min_component < 1)) throw InvalidArgument("--min-component must be in [0, 1)");
+  check::one_of("refine", run.refine, {"jbu", "none"});
+  check::one_of("region_embed", run.region_embed, {"crop", "pool"});
+  check::at_least("classes", run.classes, 1);
+  check::in_interval("min_component", run.min_component, 0, false, 1, true);
   auto tick = [&](const char* stage, int done, int total) {
     if (progress) progress(stage, done, total);
   };

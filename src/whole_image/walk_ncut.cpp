@@ -8,6 +8,7 @@
 #include "libtorch/backend.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/upsampling.hpp"
+#include "core/check.hpp"
 
 namespace m2n2 {
 
@@ -16,20 +17,15 @@ StopPolicy parse_stop_policy(const std::string& s) {
   if (s == "null") return StopPolicy::Null;
   if (s == "sweep-mad") return StopPolicy::SweepMad;
   if (s == "parent") return StopPolicy::Parent;
-  throw InvalidArgument("--stop: expected constant, null, sweep-mad or parent, got '" + s + "'");
+  check::not_one_of("stop", s, {"constant", "null", "sweep-mad", "parent"});
 }
 
 void check_params(const NcutParams& p) {
-  auto range = [](const char* flag, long long v, long long lo, long long hi) {
-    if (v < lo || v > hi)
-      throw InvalidArgument(std::string(flag) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) +
-                            ", got " + std::to_string(v));
-  };
-  range("--power", p.power, 1, 1024);
-  range("--ncut-grid", p.grid, 1, 256);
-  range("--min-size", p.min_size, 1, 1 << 20);
-  range("--max-depth", p.max_depth, 0, 64);
-  if (!std::isfinite(p.tau) || p.tau < 0) throw InvalidArgument("--tau must be a finite number >= 0");
+  check::in_range("power", p.power, 1, 1024);
+  check::in_range("ncut.grid", p.grid, 1, 256);
+  check::in_range("min_size", p.min_size, 1, 1 << 20);
+  check::in_range("max_depth", p.max_depth, 0, 64);
+  check::non_negative("tau", p.tau);
 }
 
 std::string to_string(StopPolicy p) {
@@ -102,6 +98,7 @@ std::vector<int> recursive_rw_ncut(const std::vector<float>& Pf, int n, const Nc
 }
 
 AutoResult walk_ncut(const Attention& att, int H, int W, const NcutParams& p) {
+  check_params(p);
   auto levels = maps_by_resolution(att);
   if (levels.empty()) throw Error("ncut: no attention maps");
   const AttentionMap* m = &levels[0];

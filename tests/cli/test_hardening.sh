@@ -116,6 +116,11 @@ expect_ok $M2N2 next-click --gt $ROOT/tests/data/parity/synthetic_1_1/gt.png --p
 expect_error 2 "--max-iterations must be in 1..100000" $M2N2 segment --image $ROOT/examples/images/kite.png --click 5,5,+ --out $TMP/k.png --max-iterations 0 $Q
 expect_error 2 "--threads must be in 0..4096" $M2N2 segment --image $ROOT/examples/images/kite.png --click 5,5,+ --out $TMP/k.png --threads -1 $Q
 expect_error 2 "--ncut-grid must be in 1..256" $M2N2 auto --method ncut --image $ROOT/examples/images/kite.png --out $TMP/l.png --ncut-grid 100000 $Q
+# Library checks (fields) reach the user under their flags' names.
+expect_error 2 "^.*--temperature must be a finite number > 0, got -1$" $M2N2 segment --image $ROOT/examples/images/kite.png --click 5,5,+ --out $TMP/k.png --temperature -1 $Q
+expect_error 2 "--markov-threshold must be in (0, 1), got 1$" $M2N2 segment --image $ROOT/examples/images/kite.png --click 5,5,+ --out $TMP/k.png --markov-threshold 1 $Q
+expect_error 2 "--anchors must be in 1..64, got 0$" $M2N2 auto --method diffseg --image $ROOT/examples/images/kite.png --out $TMP/l.png --anchors 0 $Q
+expect_error 2 "--click: expected X,Y,+ or X,Y,-, got '5'" $M2N2 segment --image $ROOT/examples/images/kite.png --click 5 --out $TMP/k.png $Q
 expect_error 2 "--limit must be in" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/evl --limit -1 $Q
 check "nothing written by refused commands" test ! -e $TMP/k.png
 finish
