@@ -13,6 +13,10 @@
 // EngineOptions::progress, and timings come back in Session::timings(). An engine and
 // its sessions are used by one thread at a time; several engines may work at once, each
 // on a thread of its own (as `segment --jobs` does).
+//
+// Lifetimes: a Session refers to the Engine that opened it and must not outlive it
+// (destroy every session first). Results (masks, maps, AutoResult) are plain values that
+// own their data. Bad options or parameters throw InvalidArgument naming the field.
 #pragma once
 #include <functional>
 #include <memory>
