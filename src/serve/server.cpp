@@ -15,6 +15,8 @@
 #include "m2n2/io/visuals.hpp"
 #include "serve/annotations.hpp"
 #include "serve/assets.hpp"
+#include "serve/base64.hpp"
+#include "serve/interact.hpp"
 #include "serve/session_pool.hpp"
 
 namespace m2n2::serve {
@@ -34,26 +36,6 @@ bool is_image_file(const fs::path& p) {
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   static const std::set<std::string> known = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"};
   return known.count(ext) > 0;
-}
-
-std::string base64(const std::string& bytes) {
-  static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
-    for (int s = 18; s >= 0; s -= 6) out += digits[(v >> s) & 63];
-  }
-  if (i < bytes.size()) {
-    uint32_t v = uint8_t(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) v |= uint8_t(bytes[i + 1]) << 8;
-    out += digits[(v >> 18) & 63];
-    out += digits[(v >> 12) & 63];
-    out += i + 1 < bytes.size() ? digits[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
 }
 
 std::string encode_jpeg(const cv::Mat& rgb, int quality) {
@@ -97,6 +79,7 @@ struct Server::Impl {
   Engine engine;
   AnnotationStore store;
   std::unique_ptr<SessionPool> pool;
+  std::unique_ptr<Interact> interact;  // POST /api/v1/interact and its uploaded images
   httplib::Server http;
   fs::path root;  // the images folder, canonical
   mutable std::shared_mutex names_mu;
@@ -110,7 +93,18 @@ struct Server::Impl {
     root = fs::canonical(opt.images_dir);
     rescan();
     pool = std::make_unique<SessionPool>(
-        engine, [this](const std::string& name) { return read_rgb((root / name).string()).rgb; }, opt.memory_budget);
+        engine,
+        [this](const std::string& name) {
+          return Interact::is_upload_key(name) ? interact->uploaded(name) : read_rgb((root / name).string()).rgb;
+        },
+        opt.memory_budget);
+    interact = std::make_unique<Interact>(
+        *pool,
+        [this](const std::string& name) {
+          std::shared_lock<std::shared_mutex> lock(names_mu);
+          return name_set.count(name) > 0;
+        },
+        InteractLimits{});
     std::string clicks = opt.clicks_file;
     if (clicks.empty() && fs::exists(store.click_file(), ec)) clicks = store.click_file();
     if (!clicks.empty()) {
@@ -304,12 +298,12 @@ void Server::Impl::routes() {
       out["width"] = r.mask.cols;
       out["height"] = r.mask.rows;
       out["area"] = cv::countNonZero(r.mask);
-      if (format == "png") out["mask_png"] = base64(encode_png(r.mask));
+      if (format == "png") out["mask_png"] = base64_encode(encode_png(r.mask));
       else out["rle"] = rle_json(r.mask);
       if (soft) {
         cv::Mat shown;  // the distance map, boundary at 0.5 of the colour range
         cv::min(r.soft, 2.0, shown);
-        out["soft_png"] = base64(encode_png(heatmap_png(shown)));
+        out["soft_png"] = base64_encode(encode_png(heatmap_png(shown)));
       }
       json choices = json::array();
       for (const auto& c : r.choices) choices.push_back({{"threshold", c.threshold}, {"score", c.score}});
@@ -330,7 +324,7 @@ void Server::Impl::routes() {
       const cv::Mat m = s.markov_map(click_pixel(os.clicks.front()));
       double lo = 0, hi = 0;
       cv::minMaxLoc(m, &lo, &hi);
-      out = {{"png", base64(encode_png(heatmap_png(m)))}, {"grid", {m.cols, m.rows}}, {"min_steps", lo}, {"max_steps", hi}};
+      out = {{"png", base64_encode(encode_png(heatmap_png(m)))}, {"grid", {m.cols, m.rows}}, {"min_steps", lo}, {"max_steps", hi}};
     });
     send_json(res, out);
   }));
@@ -373,6 +367,8 @@ void Server::Impl::routes() {
     res.set_header("Content-Disposition", "attachment; filename=\"m2n2_coco_results.json\"");
     send_json(res, store.coco(image_list()));
   }));
+
+  interact->register_routes(http);
 
   http.set_payload_max_length(opt.max_body_bytes);
   // Statuses set by httplib itself (404 route, 413 body, 400 bad request): a JSON error too.
