@@ -10,6 +10,7 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "m2n2/core/memory.hpp"
+#include "serve/guard.hpp"
 #include "serve/server.hpp"
 
 namespace m2n2::cli {
@@ -23,6 +24,7 @@ struct ServeFlags {
   M2N2Flags m2n2;
   serve::ServeOptions serve;
   std::string max_body = "1M";
+  std::string token_file;
 };
 
 int run_serve(ServeFlags& o) {
@@ -36,6 +38,7 @@ int run_serve(ServeFlags& o) {
   // Sessions are kept up to --max-memory, else up to half of what is free now.
   const double limit = max_memory_bytes(o.common);
   o.serve.memory_budget = limit > 0 ? limit : 0.5 * available_memory_bytes();
+  if (!o.token_file.empty()) o.serve.token = serve::read_token_file(o.token_file);
   o.serve.info = log_info;
   o.serve.warn = log_warn;
 
@@ -59,12 +62,13 @@ int run_serve(ServeFlags& o) {
   }
   const int port = server->bind();
   if (o.serve.host != "127.0.0.1" && o.serve.host != "localhost" && o.serve.host != "::1")
-    spdlog::warn("--host {}: anyone who reaches this address can read the images and write masks (no authentication)",
+    spdlog::warn("--host {}: anyone who reaches this address and knows the token can read the images and write masks (plain HTTP: use an SSH tunnel on untrusted networks)",
                  o.serve.host);
   const std::string host = o.serve.host.find(':') != std::string::npos ? "[" + o.serve.host + "]" : o.serve.host;
   spdlog::info("{} images in {}; masks go to {}", server->image_count(), o.serve.images_dir, o.serve.out_dir);
   // The URL is what the user needs from this command: said even with --quiet.
-  std::fprintf(stderr, "m2n2: info: serving on http://%s:%d/  (Ctrl-C stops)\n", host.c_str(), port);
+  std::fprintf(stderr, "m2n2: info: serving on http://%s:%d/?token=%s  (Ctrl-C stops)\n", host.c_str(), port,
+               server->token().c_str());
 
   std::atomic<bool> done{false};
   std::thread watcher([&] {
@@ -93,6 +97,10 @@ void register_serve(CLI::App& app, int& code) {
       ->capture_default_str();
   sub->add_option("--port", o->serve.port, "Port (0 = any free port; the URL is logged)")->capture_default_str();
   sub->add_option("--max-body", o->max_body, "Largest request body accepted (413 beyond)")->capture_default_str();
+  sub->add_option("--token-file", o->token_file, "Read the API token from the first line of FILE (default: a new random token per start)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--allow-host", o->serve.allow_hosts,
+                  "Another name the Host header may carry (NAME: any port, NAME:PORT); repeatable. Default: localhost, 127.0.0.1, [::1] and --host");
   add_common(sub, o->common);
   sub->get_option("--max-memory")
       ->description("Memory for prepared images: least recently used ones are dropped beyond it (default: half of what is free at start)");

@@ -7,6 +7,7 @@
 
 #include "m2n2/io/click_file.hpp"
 #include "m2n2/io/image_decode.hpp"
+#include "m2n2/io/json_read.hpp"
 #include "m2n2/io/polygons.hpp"
 #include "m2n2/io/rle.hpp"
 #include "m2n2/io/visuals.hpp"
@@ -135,7 +136,6 @@ json polygons_json(const cv::Mat& mask, double tolerance) {
 
 void send(httplib::Response& res, const json& j, int status) {
   res.status = status;
-  res.set_header("Cache-Control", "no-store");
   res.set_content(j.dump(), "application/json");
 }
 
@@ -166,8 +166,14 @@ std::shared_ptr<const cv::Mat> Interact::hold(const std::string& key, std::share
 void Interact::register_routes(httplib::Server& http) {
   http.Post("/api/v1/interact", [this](const httplib::Request& req, httplib::Response& res) {
     try {
-      const json body = json::parse(req.body, nullptr, false);
-      if (body.is_discarded()) throw Refused(400, "request body is not valid JSON");
+      json body;
+      try {
+        body = read_json(req.body, "request body");
+      } catch (const Error& e) {
+        throw Refused(400, e.what());
+      } catch (const json::exception&) {
+        throw Refused(400, "request body is not valid JSON");
+      }
       if (!body.is_object()) throw Refused(400, "request body must be a JSON object");
       const bool by_name = body.contains("image"), upload = body.contains("image_base64");
       if (by_name == upload) throw Refused(400, "give exactly one of \"image\" (a listed image) and \"image_base64\"");

@@ -12,10 +12,12 @@
 #include <opencv2/imgproc.hpp>
 
 #include "m2n2/io/click_file.hpp"
+#include "m2n2/io/json_read.hpp"
 #include "m2n2/io/visuals.hpp"
 #include "serve/annotations.hpp"
 #include "serve/assets.hpp"
 #include "serve/base64.hpp"
+#include "serve/guard.hpp"
 #include "serve/interact.hpp"
 #include "serve/session_pool.hpp"
 
@@ -52,13 +54,18 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 void send_json(httplib::Response& res, const json& j, int status = 200) {
   res.status = status;
-  res.set_header("Cache-Control", "no-store");
   res.set_content(j.dump(), "application/json");
 }
 
 json parse_body(const httplib::Request& req) {
-  json j = json::parse(req.body, nullptr, false);
-  if (j.is_discarded()) throw HttpError(400, "request body is not valid JSON");
+  json j;
+  try {
+    j = read_json(req.body, "request body");
+  } catch (const Error& e) {
+    throw HttpError(400, e.what());
+  } catch (const json::exception&) {
+    throw HttpError(400, "request body is not valid JSON");
+  }
   if (!j.is_object()) throw HttpError(400, "request body must be a JSON object");
   return j;
 }
@@ -74,6 +81,8 @@ ObjectSpec parse_object_json(const json& object) {
 
 }  // namespace
 
+constexpr size_t kThreads = 32;  // connections served at once
+
 struct Server::Impl {
   ServeOptions opt;
   Engine engine;
@@ -85,9 +94,14 @@ struct Server::Impl {
   mutable std::shared_mutex names_mu;
   std::vector<std::string> names;  // sorted
   std::set<std::string> name_set;
+  GuardConfig guard;  // complete once bound (the port)
 
   Impl(EngineOptions e, ServeOptions o)
       : opt(std::move(o)), engine(with_progress(std::move(e))), store(opt.images_dir, opt.out_dir) {
+    guard.token = opt.token.empty() ? random_token() : opt.token;
+    guard.bind_host = opt.host;
+    guard.allow_hosts = opt.allow_hosts;
+    guard.max_body_bytes = opt.max_body_bytes;
     std::error_code ec;
     if (!fs::is_directory(opt.images_dir, ec)) throw InvalidArgument("--images " + opt.images_dir + ": not a folder");
     root = fs::canonical(opt.images_dir);
@@ -116,6 +130,7 @@ struct Server::Impl {
       info("resuming from " + clicks);
     }
     routes();
+    protect();
   }
 
   // The engine reports its progress to the session being prepared.
@@ -212,7 +227,34 @@ struct Server::Impl {
   }
 
   void routes();
+  void protect();
 };
+
+// Every request passes through check_request() before it is routed and before its body
+// is read: the routes of this file and those other files register on `http` alike.
+void Server::Impl::protect() {
+  http.set_default_headers({{"X-Frame-Options", "DENY"},
+                            {"Content-Security-Policy", "frame-ancestors 'none'"},
+                            {"X-Content-Type-Options", "nosniff"},
+                            {"Referrer-Policy", "no-referrer"}});
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.path.rfind("/api/", 0) == 0) res.set_header("Cache-Control", "no-store");
+    const Refusal refusal = check_request(guard, req);
+    if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
+    send_json(res, {{"error", refusal.message}}, refusal.status);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, {{"status", "ok"}}); });
+  http.set_payload_max_length(opt.max_body_bytes);
+  // A slow client holds one thread at most read-timeout long per byte; the pool is large
+  // enough that a handful of them leave the others answered.
+  http.set_read_timeout(5, 0);
+  http.set_write_timeout(5, 0);
+  // One request per connection: a refused request's body is never read, and nothing of
+  // it can be taken for a next request.
+  http.set_keep_alive_max_count(1);
+  http.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+}
 
 void Server::Impl::routes() {
   for (size_t i = 0; i < kAssetCount; ++i) {
@@ -263,7 +305,6 @@ void Server::Impl::routes() {
     const double s = 160.0 / std::max(rgb.cols, rgb.rows);
     cv::Mat small = rgb;
     if (s < 1) cv::resize(rgb, small, cv::Size(), s, s, cv::INTER_AREA);
-    res.set_header("Cache-Control", "max-age=60");
     res.set_content(encode_jpeg(small, 80), "image/jpeg");
   }));
 
@@ -370,7 +411,6 @@ void Server::Impl::routes() {
 
   interact->register_routes(http);
 
-  http.set_payload_max_length(opt.max_body_bytes);
   // Statuses set by httplib itself (404 route, 413 body, 400 bad request): a JSON error too.
   http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
@@ -413,6 +453,7 @@ int Server::bind() {
     ok = I.http.bind_to_port(I.opt.host, port);
   }
   if (!ok) throw Error("cannot listen on " + I.opt.host + ":" + std::to_string(I.opt.port) + " (in use, or not an address of this machine)");
+  I.guard.port = port;
   return port;
 }
 
@@ -424,5 +465,7 @@ void Server::stop() {
 }
 
 size_t Server::image_count() const { return impl_->image_list().size(); }
+
+const std::string& Server::token() const { return impl_->guard.token; }
 
 }  // namespace m2n2::serve

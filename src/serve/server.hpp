@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "m2n2/m2n2.hpp"
 
@@ -17,6 +18,8 @@ struct ServeOptions {
   int port = 8765;                 // 0 = any free port
   double memory_budget = 0;        // bytes of prepared sessions kept at once (0 = no bound)
   size_t max_body_bytes = 1 << 20; // larger request bodies get 413
+  std::string token;               // the API's bearer token ("" = a random one per start)
+  std::vector<std::string> allow_hosts;  // more names the Host header may carry (NAME or NAME:PORT)
   WarnFn info;                     // one-line log messages
   WarnFn warn;                     // one-line warnings
 };
@@ -38,6 +41,8 @@ class Server {
   void stop();
 
   size_t image_count() const;
+  // The bearer token the API asks for (Authorization: Bearer TOKEN).
+  const std::string& token() const;
 
  private:
   struct Impl;

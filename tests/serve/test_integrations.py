@@ -67,13 +67,17 @@ class Serve:
         self.token = url.split("token=", 1)[1] if "token=" in url else ""
         self.url = "http://127.0.0.1:%d" % self.port
 
-    def request(self, method, path, body=None, raw=None):
+    def request(self, method, path, body=None, raw=None, headers=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = "Bearer " + self.token
-        conn.request(method, path, body=raw if raw is not None else (json.dumps(body) if body is not None else None),
-                     headers=headers)
+        if headers is None:
+            headers = {"Content-Type": "application/json"}
+            if self.token:
+                headers["Authorization"] = "Bearer " + self.token
+        try:
+            conn.request(method, path, body=raw if raw is not None else (json.dumps(body) if body is not None else None),
+                         headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the body was read (413): the answer is there all the same
         r = conn.getresponse()
         payload = r.read()
         conn.close()
@@ -348,6 +352,16 @@ def main():
         srv.interact(None, expect=400, raw="[1, 2]")
         srv.interact(None, expect=413, raw=json.dumps({"image_base64": "A" * (17 << 20), "clicks": clicks}))
         srv.interact({"image_base64": b64(kite), "clicks": kite_clicks})  # the server goes on
+        if srv.token:  # the server's access control covers the endpoint
+            body = json.dumps({"image": "fruit.png", "clicks": clicks})
+            status, _ = srv.request("POST", "/api/v1/interact", raw=body, headers={"Content-Type": "application/json"})
+            check(status == 401, "no token: 401, got %d" % status)
+            status, _ = srv.request("POST", "/api/v1/interact", raw=body, headers={
+                "Content-Type": "text/plain", "Authorization": "Bearer " + srv.token})
+            check(status in (403, 415), "a text/plain POST is refused, got %d" % status)
+            status, _ = srv.request("POST", "/api/v1/interact", raw=body, headers={
+                "Content-Type": "application/json", "Authorization": "Bearer " + srv.token, "Origin": "http://evil.example"})
+            check(status == 403, "a cross-site POST is refused, got %d" % status)
 
         # ---- CVAT: the interactor request CVAT's lambda manager sends to the function
         os.environ.update({"M2N2_URL": srv.url, "M2N2_TOKEN": srv.token})
