@@ -5,6 +5,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <thread>
 
@@ -87,7 +88,20 @@ int run_serve(ServeFlags& o) {
   server->run();
   done = true;
   watcher.join();
-  server.reset();
+  // A preparation under way ends only at its next stage (seconds for a large image);
+  // saves are consistent at any instant (their write order), so it is not waited for long.
+  std::atomic<bool> closed{false};
+  std::thread closer([&] {
+    server.reset();
+    closed = true;
+  });
+  for (int i = 0; i < 20 && !closed; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (!closed) {
+    spdlog::info("a preparation is cut short");
+    std::fflush(nullptr);
+    std::_Exit(kOk);
+  }
+  closer.join();
   return kOk;
 }
 

@@ -281,6 +281,8 @@ struct Server::Impl {
     };
   }
 
+  // The routes of this file. Routes of other files (e.g. the annotation tools' API)
+  // register on `http` from here too, by one call each: protect() covers them alike.
   void routes();
   void protect();
 };
