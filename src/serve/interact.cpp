@@ -79,24 +79,22 @@ cv::Mat decode_upload(const std::string& text, int64_t max_pixels) {
     const cv::Size s = jpeg_declared_size(*bytes);
     if (s.width <= 0 || s.height <= 0) throw Refused(400, "image_base64: JPEG without a frame header");
     if (static_cast<int64_t>(s.width) * s.height > max_pixels)
-      throw Refused(413, "image_base64: image of " + std::to_string(s.width) + "x" + std::to_string(s.height) +
-                             " is over the limit of " + std::to_string(max_pixels) + " pixels");
+      throw Refused(422, "image_base64: image of " + std::to_string(s.width) + "x" + std::to_string(s.height) +
+                             " is too large (--max-pixels is " + std::to_string(max_pixels) + ")");
   }
   try {
     return decode_rgb("image_base64", *bytes, max_pixels).rgb;
   } catch (const Error& e) {
     const std::string m = e.what();
-    throw Refused(m.find("too large") != std::string::npos ? 413 : 400, m);
+    throw Refused(m.find("too large") != std::string::npos ? 422 : 400, m);
   }
 }
 
-// The request's clicks, checked as a click file's are. Only x, y and positive of each
-// click are looked at (nothing else of the body is copied).
+// The request's clicks, checked as a click file's are, at most `max_clicks` distinct ones.
+// Only x, y and positive of each click are looked at (nothing else of the body is copied).
 std::vector<Click> parse_clicks(const json& body, size_t max_clicks) {
   const auto it = body.find("clicks");
   if (it == body.end() || !it->is_array() || it->empty()) throw Refused(400, "\"clicks\" must be a non-empty list");
-  if (it->size() > max_clicks)
-    throw Refused(400, "too many clicks (" + std::to_string(it->size()) + "; at most " + std::to_string(max_clicks) + ")");
   json clicks = json::array();
   for (const auto& c : *it) {
     if (!c.is_object()) throw Refused(400, "each click must be an object {\"x\", \"y\", \"positive\"}");
@@ -110,6 +108,9 @@ std::vector<Click> parse_clicks(const json& body, size_t max_clicks) {
   const ImageSpec spec = parse_image_entry({{"image", "request"}, {"objects", json::array({{{"clicks", clicks}}})}});
   if (!spec.error.empty()) throw Refused(400, spec.error);
   if (!spec.objects.front().error.empty()) throw Refused(400, spec.objects.front().error);
+  const size_t n = spec.objects.front().clicks.size();
+  if (n > max_clicks)
+    throw Refused(422, std::to_string(n) + " distinct clicks in one request (--max-clicks is " + std::to_string(max_clicks) + ")");
   return spec.objects.front().clicks;
 }
 

@@ -21,8 +21,8 @@ namespace m2n2::serve {
 class SessionPool;
 
 struct InteractLimits {
-  int64_t max_pixels = 50000000;  // decoded size of an uploaded image (declared size checked first)
-  size_t max_clicks = 1000;       // clicks of one request
+  int64_t max_pixels = 400000000;  // size of an uploaded image (--max-pixels; the declared size is checked first)
+  size_t max_clicks = 1000;        // distinct clicks of one request (--max-clicks)
 };
 
 class Interact {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <set>
 #include <shared_mutex>
 
@@ -95,6 +97,8 @@ struct Server::Impl {
   std::vector<std::string> names;  // sorted
   std::set<std::string> name_set;
   GuardConfig guard;  // complete once bound (the port)
+  std::mutex thumbs_mu;
+  std::map<std::string, std::pair<std::string, std::string>> thumbs;  // name -> (file version, JPEG)
 
   Impl(EngineOptions e, ServeOptions o)
       : opt(std::move(o)), engine(with_progress(std::move(e))), store(opt.images_dir, opt.out_dir) {
@@ -109,16 +113,19 @@ struct Server::Impl {
     pool = std::make_unique<SessionPool>(
         engine,
         [this](const std::string& name) {
-          return Interact::is_upload_key(name) ? interact->uploaded(name) : read_rgb((root / name).string()).rgb;
+          return Interact::is_upload_key(name) ? interact->uploaded(name) : open_image(name);
         },
         opt.memory_budget);
+    InteractLimits limits;
+    limits.max_pixels = opt.max_pixels;
+    limits.max_clicks = opt.max_clicks;
     interact = std::make_unique<Interact>(
         *pool,
         [this](const std::string& name) {
           std::shared_lock<std::shared_mutex> lock(names_mu);
           return name_set.count(name) > 0;
         },
-        InteractLimits{});
+        limits);
     std::string clicks = opt.clicks_file;
     if (clicks.empty() && fs::exists(store.click_file(), ec)) clicks = store.click_file();
     if (!clicks.empty()) {
@@ -204,6 +211,51 @@ struct Server::Impl {
     }
   }
 
+  // Distinct clicks of a request, all objects together, against --max-clicks.
+  void check_click_count(const std::vector<ObjectSpec>& objects) const {
+    size_t n = 0;
+    for (const auto& os : objects) n += os.clicks.size();
+    if (n > opt.max_clicks)
+      throw HttpError(422, std::to_string(n) + " distinct clicks in one request (--max-clicks is " +
+                               std::to_string(opt.max_clicks) + ")");
+  }
+
+  // Opens an image of the folder, checked again now (a file swapped for a symbolic link
+  // after the listing must still lead inside the folder) and within --max-pixels.
+  cv::Mat open_image(const std::string& name) const {
+    std::error_code ec;
+    const fs::path real = fs::canonical(root / name, ec);
+    const std::string rel = ec ? std::string() : real.lexically_relative(root).generic_string();
+    if (ec || rel.empty() || rel.rfind("..", 0) == 0 || !fs::is_regular_file(real, ec))
+      throw HttpError(404, name + ": no longer a file inside the images folder");
+    try {
+      return read_rgb(real.string(), opt.max_pixels).rgb;
+    } catch (const Error& e) {
+      throw HttpError(422, e.what());
+    }
+  }
+
+  // Thumbnails are made once per file version (size and time) and kept (160 px JPEGs).
+  std::string thumbnail(const std::string& name) {
+    std::error_code ec;
+    const fs::path p = root / name;
+    const std::string version = std::to_string(fs::file_size(p, ec)) + ":" +
+                                std::to_string(fs::last_write_time(p, ec).time_since_epoch().count());
+    {
+      std::lock_guard<std::mutex> lock(thumbs_mu);
+      auto it = thumbs.find(name);
+      if (it != thumbs.end() && it->second.first == version) return it->second.second;
+    }
+    const cv::Mat rgb = open_image(name);
+    const double s = 160.0 / std::max(rgb.cols, rgb.rows);
+    cv::Mat small = rgb;
+    if (s < 1) cv::resize(rgb, small, cv::Size(), s, s, cv::INTER_AREA);
+    std::string jpeg = encode_jpeg(small, 80);
+    std::lock_guard<std::mutex> lock(thumbs_mu);
+    thumbs[name] = {version, jpeg};
+    return jpeg;
+  }
+
   static void check_inside(const std::vector<Click>& clicks, const Session& s) {
     try {
       check_clicks_inside(clicks, s.size());
@@ -226,6 +278,8 @@ struct Server::Impl {
     };
   }
 
+  // The routes of this file. Routes of other files (e.g. the annotation tools' API)
+  // register on `http` from here too, by one call each: protect() covers them alike.
   void routes();
   void protect();
 };
@@ -293,19 +347,14 @@ void Server::Impl::routes() {
   // The image as m2n2 decodes it (orientation, channels), so that page pixels are its pixels.
   http.Get("/api/image", handler([this](const httplib::Request& req, httplib::Response& res) {
     const std::string name = image_name(req.get_param_value("name"));
-    const cv::Mat rgb = read_rgb((root / name).string()).rgb;
+    const cv::Mat rgb = open_image(name);
     res.set_header("X-Image-Width", std::to_string(rgb.cols));
     res.set_header("X-Image-Height", std::to_string(rgb.rows));
     res.set_content(encode_jpeg(rgb, 92), "image/jpeg");
   }));
 
   http.Get("/api/thumb", handler([this](const httplib::Request& req, httplib::Response& res) {
-    const std::string name = image_name(req.get_param_value("name"));
-    const cv::Mat rgb = read_rgb((root / name).string()).rgb;
-    const double s = 160.0 / std::max(rgb.cols, rgb.rows);
-    cv::Mat small = rgb;
-    if (s < 1) cv::resize(rgb, small, cv::Size(), s, s, cv::INTER_AREA);
-    res.set_content(encode_jpeg(small, 80), "image/jpeg");
+    res.set_content(thumbnail(image_name(req.get_param_value("name"))), "image/jpeg");
   }));
 
   http.Post("/api/prepare", handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -327,6 +376,7 @@ void Server::Impl::routes() {
     const json body = parse_body(req);
     const std::string name = image_of(body);
     const ObjectSpec os = parse_object_json({{"clicks", body.value("clicks", json())}});
+    check_click_count({os});
     const std::string format = body.value("format", std::string("png"));
     if (format != "png" && format != "rle") throw HttpError(400, "\"format\" must be \"png\" or \"rle\"");
     const bool soft = body.value("soft", false);
@@ -385,12 +435,13 @@ void Server::Impl::routes() {
     if (!spec.error.empty()) throw HttpError(400, spec.error);
     for (const auto& os : spec.objects)
       if (!os.error.empty()) throw HttpError(400, os.id + ": " + os.error);
-    json saved = json::array();
+    check_click_count(spec.objects);
+    std::vector<AnnotationStore::Saved> results;
     with_session(name, [&](Session& s) {
       for (const auto& os : spec.objects) check_inside(os.clicks, s);
-      for (const auto& os : spec.objects) saved.push_back(store.save(name, os.id, os.clicks, s.segment(os.clicks)));
+      for (const auto& os : spec.objects) results.push_back({os.id, os.clicks, s.segment(os.clicks)});
     });
-    store.commit();
+    const json saved = store.save(name, results);
     send_json(res, {{"image", name}, {"saved", saved}, {"click_file", store.click_file()}});
   }));
 
@@ -400,7 +451,6 @@ void Server::Impl::routes() {
     if (!body.contains("id") || !body["id"].is_string()) throw HttpError(400, "\"id\" must be a string");
     if (!store.remove(name, body["id"].get<std::string>()))
       throw HttpError(404, name + " / " + body["id"].get<std::string>() + ": not saved");
-    store.commit();
     send_json(res, {{"image", name}, {"deleted", body["id"]}});
   }));
 

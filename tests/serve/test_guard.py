@@ -185,6 +185,22 @@ def main():
         check(worst < 2.0, "answered within 2 s while 8 slow clients trickle: %.2f s" % worst)
         proc.send_signal(signal.SIGINT)
         check(proc.wait(timeout=60) == 0, "exit 0 after SIGINT")
+        # ---- SIGTERM while an image is being prepared: exit 0 within a few seconds
+        big = os.path.join(TMP, "big")
+        os.makedirs(big)
+        shutil.copy(os.path.join(ROOT, "examples/images", "kite.png"), big)
+        proc, port, token, log = start(big, out, "--no-cache")
+        request(port, "POST", "/api/prepare", {"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+                json.dumps({"image": "kite.png"}).encode())
+        for _ in range(200):
+            st, _, body = request(port, "GET", "/api/status?image=kite.png", {"Authorization": "Bearer " + token})
+            if json.loads(body)["state"] == "preparing":
+                break
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        check(code == 0 and time.monotonic() - t0 < 4, "SIGTERM during a preparation: exit %d after %.1f s" % (code, time.monotonic() - t0))
         # ---- --token-file
         tf = os.path.join(TMP, "token")
         with open(tf, "w") as f:

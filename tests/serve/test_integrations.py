@@ -332,10 +332,9 @@ def main():
             ({"image_base64": png[:-5] + "*" + png[-4:], "clicks": clicks}, 400),
             ({"image_base64": png[:len(png) // 2], "clicks": clicks}, 400),
             ({"image_base64": base64.b64encode(b"GIF89a" + b"\0" * 50).decode(), "clicks": clicks}, 400),
-            ({"image_base64": base64.b64encode(png_with_size(100000, 100000)).decode(), "clicks": clicks}, 413),
-            ({"image_base64": base64.b64encode(png_with_size(1 << 31, 3)).decode(), "clicks": clicks}, 413),
-            ({"image_base64": base64.b64encode(jpeg_with_size(65000, 65000)).decode(), "clicks": clicks}, 413),
-            ({"image_base64": png, "clicks": [{"x": i, "y": 3} for i in range(1001)]}, 400),
+            ({"image_base64": base64.b64encode(png_with_size(100000, 100000)).decode(), "clicks": clicks}, 422),
+            ({"image_base64": base64.b64encode(png_with_size(1 << 31, 3)).decode(), "clicks": clicks}, 422),
+            ({"image_base64": base64.b64encode(jpeg_with_size(65000, 65000)).decode(), "clicks": clicks}, 422),
             ({"image_base64": png, "clicks": []}, 400),
             ({"image_base64": png}, 400),
             ({"image_base64": png, "clicks": [{"x": 5000, "y": 3}]}, 422),
@@ -349,7 +348,13 @@ def main():
             ({"image": "fruit.png", "clicks": clicks, "tolerance": -1}, 400),
         ]:
             srv.interact(body, expect=status)
+        e = srv.interact({"image_base64": png, "clicks": [{"x": i % 400, "y": 3 + i // 400} for i in range(1001)]}, expect=422)
+        check("--max-clicks" in e["error"], "too many clicks: %r" % e)
+        e = srv.interact({"image_base64": base64.b64encode(jpeg_with_size(65000, 65000)).decode(), "clicks": clicks}, expect=422)
+        check("--max-pixels" in e["error"], "too large: %r" % e)
+        srv.interact({"image_base64": png, "clicks": [{"x": 120, "y": 172}] * 1001}, expect=200)  # one distinct click
         srv.interact(None, expect=400, raw="[1, 2]")
+        srv.interact(None, expect=400, raw="[" * 100000 + "]" * 100000)
         srv.interact(None, expect=413, raw=json.dumps({"image_base64": "A" * (17 << 20), "clicks": clicks}))
         srv.interact({"image_base64": b64(kite), "clicks": kite_clicks})  # the server goes on
         if srv.token:  # the server's access control covers the endpoint

@@ -121,11 +121,11 @@ TEST(Interact, AnswersUploadsByContentAndRefusesBadRequests) {
   EXPECT_EQ(mask.at<uint8_t>(30, 30), 255);
 
   post({{"image_base64", "%%%"}, {"clicks", clicks}}, 400);
-  post({{"image_base64", png}, {"clicks", json::array({{{"x", 1}, {"y", 1}}, {{"x", 2}, {"y", 1}}, {{"x", 3}, {"y", 1}}, {{"x", 4}, {"y", 1}}})}}, 400);
+  post({{"image_base64", png}, {"clicks", json::array({{{"x", 1}, {"y", 1}}, {{"x", 2}, {"y", 1}}, {{"x", 3}, {"y", 1}}, {{"x", 4}, {"y", 1}}})}}, 422);
   post({{"image_base64", png}, {"clicks", json::array({{{"x", 500}, {"y", 1}}})}}, 422);
   cv::Mat big(400, 400, CV_8UC3, cv::Scalar(1, 2, 3));  // 160,000 pixels over the 100,000 limit
-  post({{"image_base64", serve::base64_encode(bytes_of(big, ".png"))}, {"clicks", clicks}}, 413);
-  post({{"image_base64", serve::base64_encode(bytes_of(big, ".jpg"))}, {"clicks", clicks}}, 413);
+  post({{"image_base64", serve::base64_encode(bytes_of(big, ".png"))}, {"clicks", clicks}}, 422);
+  post({{"image_base64", serve::base64_encode(bytes_of(big, ".jpg"))}, {"clicks", clicks}}, 422);
   post({{"image", "a.png"}, {"clicks", clicks}}, 404);
   post({{"image_base64", png}, {"clicks", clicks}, {"format", "svg"}}, 400);
   auto r = client.Post("/api/v1/interact", "[[[[", "application/json");
