@@ -178,9 +178,8 @@ void Interact::register_routes(httplib::Server& http) {
       if (!body.is_object()) throw Refused(400, "request body must be a JSON object");
       const bool by_name = body.contains("image"), upload = body.contains("image_base64");
       if (by_name == upload) throw Refused(400, "give exactly one of \"image\" (a listed image) and \"image_base64\"");
-      const std::string format = body.contains("format") && body["format"].is_string() ? body["format"].get<std::string>()
-                                 : body.contains("format")                               ? std::string("?")
-                                                                                          : std::string("png");
+      std::string format = "png";
+      if (body.contains("format")) format = body["format"].is_string() ? body["format"].get<std::string>() : "?";
       if (format != "png" && format != "rle" && format != "polygons")
         throw Refused(400, "\"format\" must be \"png\", \"rle\" or \"polygons\"");
       double tolerance = kDefaultPolygonTolerance;
@@ -232,7 +231,7 @@ void Interact::register_routes(httplib::Server& http) {
       out["clicks"] = clicks_json(clicks);
       send(res, out, 200);
     } catch (const Refused& e) {
-      send(res, {{"error", e.what()}}, e.status);
+      send(res, {{"error", one_line_message(e)}}, e.status);  // names from the request may hold line breaks
     } catch (const std::exception& e) {
       send(res, {{"error", one_line_message(e)}}, 500);
     }

@@ -344,6 +344,7 @@ def main():
             ({"clicks": clicks}, 400),
             ({"image": "nope.png", "clicks": clicks}, 404),
             ({"image": "../images/fruit.png", "clicks": clicks}, 404),
+            ({"image": "fruit.png\nX-Injected: 1", "clicks": clicks}, 404),
             ({"image": "fruit.png", "clicks": clicks, "format": "gif"}, 400),
             ({"image": "fruit.png", "clicks": clicks, "tolerance": -1}, 400),
         ]:
