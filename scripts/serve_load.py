@@ -6,7 +6,9 @@ Starts `m2n2 serve` on copies of the shipped examples resized to --width x --hei
   1. sequential: one client, one image at a time: waits for the preparation, then sends
      --clicks requests, each with one more click (as the page does: every request carries
      all clicks of the object; only the newest point's Markov-map is new);
-  2. concurrent: --clients clients at once, each on its own image, the same protocol.
+  2. slow clients: the same clicks on the prepared image while --slow clients (default 8)
+     each trickle a byte every 2 s into a request they never finish;
+  3. concurrent: --clients clients at once, each on its own image, the same protocol.
 Every request is bounded by --timeout seconds and the whole run by --budget seconds.
 Prints one JSON line (medians, 90th percentiles, preparation times) on stdout.
 
@@ -19,6 +21,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,10 +32,13 @@ import time
 import cv2
 
 
+TOKEN = ""  # the server's, from the URL it prints
+
+
 def post(port, path, body, timeout):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     t0 = time.perf_counter()
-    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", "Authorization": "Bearer " + TOKEN})
     r = conn.getresponse()
     data = r.read()
     dt = time.perf_counter() - t0
@@ -44,10 +50,24 @@ def post(port, path, body, timeout):
 
 def get(port, path, timeout):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("GET", path)
+    conn.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
     data = conn.getresponse().read()
     conn.close()
     return json.loads(data)
+
+
+def trickle(port, stop):
+    """A slow client: opens a request and sends one byte of it every 2 s, again and again."""
+    while not stop.is_set():
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(b"POST /api/segment HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port)
+            while not stop.is_set():
+                s.sendall(b"X")
+                stop.wait(2.0)
+            s.close()
+        except OSError:
+            stop.wait(0.1)
 
 
 def session(port, image, size, n_clicks, seed, timeout, deadline):
@@ -86,6 +106,7 @@ def main():
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--clicks", type=int, default=10, help="requests per client")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    ap.add_argument("--slow", type=int, default=8, help="slow clients trickling bytes in the second phase")
     ap.add_argument("--timeout", type=float, default=120, help="seconds per request")
     ap.add_argument("--budget", type=float, default=600, help="seconds for the whole run")
     ap.add_argument("serve_args", nargs="*", help="more flags for m2n2 serve (after --)")
@@ -112,12 +133,23 @@ def main():
             log.flush()
             for line in open(log.name):
                 if "serving on http://127.0.0.1:" in line:
-                    port = int(line.rsplit(":", 1)[1].split("/")[0])
+                    url = line.split("serving on ", 1)[1].split()[0]
+                    port = int(url.rsplit(":", 1)[1].split("/")[0])
+                    global TOKEN
+                    TOKEN = url.split("?token=", 1)[1]
             if proc.poll() is not None:
                 raise RuntimeError("server exited: " + open(log.name).read())
             time.sleep(0.05)
         size = (a.width, a.height)
         seq = session(port, names[0], size, a.clicks, 1, a.timeout, deadline)
+        stop = threading.Event()
+        slow = [threading.Thread(target=trickle, args=(port, stop), daemon=True) for _ in range(a.slow)]
+        [t.start() for t in slow]
+        time.sleep(2.5)  # every slow client is in
+        try:
+            with_slow = session(port, names[0], size, a.clicks, 2, a.timeout, deadline)
+        finally:
+            stop.set()
         results, errors = [None] * a.clients, []
 
         def client(k):
@@ -139,12 +171,15 @@ def main():
             "prepare": {"wall_s": round(seq["prepare_s"], 3), **{k: round(v, 3) for k, v in seq["seconds"].items()}},
             "sequential": summary(seq["latencies"]),
             "first_click_s": round(seq["latencies"][0], 4),
+            "with_slow_clients": {"slow": a.slow, **summary(with_slow["latencies"])},
             "concurrent": {"clients": a.clients, "wall_s": round(wall, 2),
                            "prepare_wall_s": [round(r["prepare_s"], 2) for r in results], **summary(conc)},
         }
         print(json.dumps(out))
-        print("serve load: sequential click median %.3f s (p90 %.3f), %d clients median %.3f s (p90 %.3f); "
-              "preparation %.2f s" % (out["sequential"]["median_s"], out["sequential"]["p90_s"], a.clients,
+        print("serve load: sequential click median %.3f s (p90 %.3f), with %d slow clients %.3f s (p90 %.3f), "
+              "%d clients median %.3f s (p90 %.3f); preparation %.2f s"
+              % (out["sequential"]["median_s"], out["sequential"]["p90_s"], a.slow,
+                 out["with_slow_clients"]["median_s"], out["with_slow_clients"]["p90_s"], a.clients,
                                       out["concurrent"]["median_s"], out["concurrent"]["p90_s"], seq["prepare_s"]),
               file=sys.stderr)
     finally:

@@ -12,6 +12,7 @@
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/markov_operator.hpp"
 #include "m2n2/core/memory.hpp"
+#include "m2n2/io/json_read.hpp"
 #include "attention/device_values.hpp"
 #include "core/torch_device.hpp"
 
@@ -66,7 +67,7 @@ class TorchScriptSource : public AttentionSource {
     if (meta.empty()) throw Error(path + ": TorchScript file has no m2n2 metadata (m2n2.json); export it with scripts/export_sd_attention.py");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(meta);
+      j = read_json(meta, path + ": m2n2.json metadata");
       const std::string format = j.at("format").get<std::string>();
       if (format != "m2n2-attention/1" && format != "m2n2-attention/2")
         throw Error(path + ": unsupported metadata format '" + format + "' (m2n2-attention/1 or /2)");

@@ -13,6 +13,7 @@
 #include "m2n2/io/npy.hpp"
 #include "m2n2/whole_image/lightcluster.hpp"
 #include "m2n2/io/visuals.hpp"
+#include "m2n2/io/json_read.hpp"
 
 namespace m2n2::cli {
 namespace fs = std::filesystem;
@@ -49,7 +50,7 @@ int run_lightcluster_folder(AutoOptions& o) {
   if (!o.lightcluster_model.empty()) {  // label new images with a model, no clustering
     nlohmann::json model;
     try {
-      model = nlohmann::json::parse(read_file(o.lightcluster_model));
+      model = read_json(read_file(o.lightcluster_model), o.lightcluster_model);
     } catch (const std::exception& e) {
       throw UsageError(o.lightcluster_model + ": not a lightcluster.json (" + one_line_message(e) + ")");
     }

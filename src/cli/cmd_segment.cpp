@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
@@ -16,6 +17,7 @@
 #include "core/fault_injection.hpp"
 #include "m2n2/io/click_file.hpp"
 #include "m2n2/io/npy.hpp"
+#include "m2n2/io/output_folder.hpp"
 #include "m2n2/io/visuals.hpp"
 
 namespace m2n2::cli {
@@ -46,6 +48,15 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The output folder of an image (OUT/<stem>/, or its file name when an earlier image took
+// the stem: see OutputFolders). Entries with one stem run in file order (the wait below).
+std::string output_folder(const fs::path& image) {
+  static std::mutex mu;
+  static OutputFolders folders;
+  std::lock_guard<std::mutex> lock(mu);
+  return folders.folder(fs::absolute(image).lexically_normal().string());
+}
+
 // Processes one image entry; returns its JSON line. Never throws for item errors.
 nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, const fs::path& base, Engine& engine,
                              int& failures) {
@@ -67,7 +78,7 @@ nlohmann::json process_entry(const ImageSpec& spec, const SegmentOptions& o, con
     line["height"] = li.rgb.rows;
     // Validate objects before the expensive part.
     std::vector<const ObjectSpec*> todo;
-    const fs::path out_dir = fs::path(o.out) / fs::path(spec.image).stem();
+    const fs::path out_dir = fs::path(o.out) / output_folder(img_path);
     for (const auto& os : spec.objects) {
       for (const auto& w : os.warnings) spdlog::warn("{} / {}: {}", spec.image, os.id, w);
       std::string err = os.error;

@@ -1,15 +1,18 @@
 // m2n2 serve: the annotation page and JSON API (src/serve) on the engine of the flags.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <thread>
 
 #include "commands.hpp"
 #include "common.hpp"
 #include "m2n2/core/memory.hpp"
+#include "serve/guard.hpp"
 #include "serve/server.hpp"
 
 namespace m2n2::cli {
@@ -23,6 +26,8 @@ struct ServeFlags {
   M2N2Flags m2n2;
   serve::ServeOptions serve;
   std::string max_body = "1M";
+  std::string token_file;
+  int64_t max_pixels = 0;  // 0: what fits the memory budget
 };
 
 int run_serve(ServeFlags& o) {
@@ -37,6 +42,11 @@ int run_serve(ServeFlags& o) {
   // Sessions are kept up to --max-memory, else up to half of what is free now.
   const double limit = max_memory_bytes(o.common);
   o.serve.memory_budget = limit > 0 ? limit : 0.5 * available_memory_bytes();
+  // An image costs about 16 bytes a pixel while it is decoded and thumbnailed.
+  if (o.max_pixels < 0) throw UsageError("--max-pixels: must be positive (0 = what fits --max-memory)");
+  o.serve.max_pixels = o.max_pixels > 0 ? o.max_pixels
+                                        : std::clamp<int64_t>(static_cast<int64_t>(o.serve.memory_budget / 16), 1000000, 400000000);
+  if (!o.token_file.empty()) o.serve.token = serve::read_token_file(o.token_file);
   o.serve.info = log_info;
   o.serve.warn = log_warn;
 
@@ -60,12 +70,13 @@ int run_serve(ServeFlags& o) {
   }
   const int port = server->bind();
   if (o.serve.host != "127.0.0.1" && o.serve.host != "localhost" && o.serve.host != "::1")
-    spdlog::warn("--host {}: anyone who reaches this address can read the images and write masks (no authentication)",
+    spdlog::warn("--host {}: anyone who reaches this address and knows the token can read the images and write masks (plain HTTP: use an SSH tunnel on untrusted networks)",
                  o.serve.host);
   const std::string host = o.serve.host.find(':') != std::string::npos ? "[" + o.serve.host + "]" : o.serve.host;
   spdlog::info("{} images in {}; masks go to {}", server->image_count(), o.serve.images_dir, o.serve.out_dir);
   // The URL is what the user needs from this command: said even with --quiet.
-  std::fprintf(stderr, "m2n2: info: serving on http://%s:%d/  (Ctrl-C stops)\n", host.c_str(), port);
+  std::fprintf(stderr, "m2n2: info: serving on http://%s:%d/?token=%s  (Ctrl-C stops)\n", host.c_str(), port,
+               server->token().c_str());
 
   std::atomic<bool> done{false};
   std::thread watcher([&] {
@@ -78,7 +89,20 @@ int run_serve(ServeFlags& o) {
   server->run();
   done = true;
   watcher.join();
-  server.reset();
+  // A preparation under way ends only at its next stage (seconds for a large image);
+  // saves are consistent at any instant (their write order), so it is not waited for long.
+  std::atomic<bool> closed{false};
+  std::thread closer([&] {
+    server.reset();
+    closed = true;
+  });
+  for (int i = 0; i < 20 && !closed; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (!closed) {
+    spdlog::info("a preparation is cut short");
+    std::fflush(nullptr);
+    std::_Exit(kOk);
+  }
+  closer.join();
   return kOk;
 }
 
@@ -94,6 +118,13 @@ void register_serve(CLI::App& app, int& code) {
       ->capture_default_str();
   sub->add_option("--port", o->serve.port, "Port (0 = any free port; the URL is logged)")->capture_default_str();
   sub->add_option("--max-body", o->max_body, "Largest request body accepted (413 beyond)")->capture_default_str();
+  sub->add_option("--max-clicks", o->serve.max_clicks, "Most distinct clicks in one request (422 beyond)")->capture_default_str();
+  sub->add_option("--max-pixels", o->max_pixels,
+                  "Largest image served, in pixels (422 beyond; default: --max-memory / 16 bytes, at most 400M)");
+  sub->add_option("--token-file", o->token_file, "Read the API token from the first line of FILE (default: a new random token per start)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--allow-host", o->serve.allow_hosts,
+                  "Another name the Host header may carry (NAME: any port, NAME:PORT); repeatable. Default: localhost, 127.0.0.1, [::1] and --host");
   add_common(sub, o->common);
   sub->get_option("--max-memory")
       ->description("Memory for prepared images: least recently used ones are dropped beyond it (default: half of what is free at start)");

@@ -9,6 +9,7 @@
 #include "m2n2/io/image_io.hpp"
 #include "m2n2/io/npy.hpp"
 #include "m2n2/io/rle.hpp"
+#include "m2n2/io/json_read.hpp"
 
 namespace m2n2 {
 namespace fs = std::filesystem;
@@ -56,7 +57,7 @@ std::vector<Instance> read_folder(const fs::path& dir, MaskConvention conv) {
 std::vector<Instance> parse_coco(const std::string& text, const fs::path& json_path, const std::string& images_dir) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = read_json(text, json_path.string());
   } catch (const nlohmann::json::exception& e) {
     throw Error(json_path.string() + ": malformed JSON");
   }

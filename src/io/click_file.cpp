@@ -6,6 +6,7 @@
 #include <set>
 
 #include "m2n2/core/error.hpp"
+#include "m2n2/io/json_read.hpp"
 
 namespace m2n2 {
 
@@ -120,7 +121,7 @@ ImageSpec parse_image_entry(const nlohmann::json& j) {
 std::vector<ImageSpec> parse_click_file(const std::string& text, const std::string& name) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = read_json(text, name);
   } catch (const nlohmann::json::exception& e) {
     std::string w = e.what();
     throw Error(name + ": malformed JSON (" + w.substr(w.find(']') + 2) + ")");
@@ -135,11 +136,15 @@ std::vector<ImageSpec> parse_click_file(const std::string& text, const std::stri
 ImageSpec parse_click_line(const std::string& line) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(line);
+    j = read_json(line, "JSON line");
   } catch (const nlohmann::json::exception& e) {
     ImageSpec s;
     std::string w = e.what();
     s.error = "malformed JSON line (" + w.substr(w.find(']') + 2) + ")";
+    return s;
+  } catch (const Error& e) {
+    ImageSpec s;
+    s.error = e.what();
     return s;
   }
   return parse_image_entry(j);

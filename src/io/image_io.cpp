@@ -1,4 +1,5 @@
 #include "m2n2/io/image_io.hpp"
+#include "m2n2/io/image_decode.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -57,11 +58,7 @@ void check_image_bytes(const std::string& path, const std::string& b, int64_t ma
 }
 
 namespace {
-cv::Mat decode(const std::string& path, int flags, int64_t max_pixels = 400000000) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(path + ": no such file");
-  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected an image");
-  const std::string bytes = read_file(path);
+cv::Mat decode_bytes(const std::string& path, const std::string& bytes, int flags, int64_t max_pixels) {
   if (bytes.empty()) throw Error(path + ": empty file");
   check_image_bytes(path, bytes, max_pixels);
   cv::Mat img;
@@ -73,10 +70,16 @@ cv::Mat decode(const std::string& path, int flags, int64_t max_pixels = 40000000
   if (img.empty()) throw Error(path + ": cannot decode image (corrupt or unsupported format)");
   return img;
 }
-}  // namespace
 
-LoadedImage read_rgb(const std::string& path, int64_t max_pixels) {
-  cv::Mat img = decode(path, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION, max_pixels);
+cv::Mat decode(const std::string& path, int flags, int64_t max_pixels = 400000000) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(path + ": no such file");
+  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected an image");
+  return decode_bytes(path, read_file(path), flags, max_pixels);
+}
+
+// read_rgb's conversion of a decoded image (any depth, 1/3/4 channels) to 8-bit RGB.
+LoadedImage to_rgb(const std::string& path, cv::Mat img, int64_t max_pixels) {
   if (static_cast<int64_t>(img.rows) * img.cols > max_pixels)
     throw Error(path + ": image of " + std::to_string(img.cols) + "x" + std::to_string(img.rows) + " is too large");
   LoadedImage out;
@@ -108,6 +111,15 @@ LoadedImage read_rgb(const std::string& path, int64_t max_pixels) {
   }
   out.note = note;
   return out;
+}
+}  // namespace
+
+LoadedImage read_rgb(const std::string& path, int64_t max_pixels) {
+  return to_rgb(path, decode(path, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION, max_pixels), max_pixels);
+}
+
+LoadedImage decode_rgb(const std::string& name, const std::string& bytes, int64_t max_pixels) {
+  return to_rgb(name, decode_bytes(name, bytes, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION, max_pixels), max_pixels);
 }
 
 cv::Mat read_mask(const std::string& path) {

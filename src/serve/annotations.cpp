@@ -49,6 +49,7 @@ void AnnotationStore::load(const std::string& click_file, const std::set<std::st
       if (warn) warn(where + ": not an image of " + images_dir_ + "; skipped");
       continue;
     }
+    add_image_locked(name);
     auto& objects = saved_[name];
     for (const auto& os : spec.objects) {
       if (!os.error.empty()) {
@@ -59,8 +60,25 @@ void AnnotationStore::load(const std::string& click_file, const std::set<std::st
       if (same != objects.end()) same->clicks = os.clicks;
       else objects.push_back({os.id, os.clicks});
     }
-    if (objects.empty()) saved_.erase(name);
+    if (objects.empty()) {
+      saved_.erase(name);
+      order_.erase(std::remove(order_.begin(), order_.end(), name), order_.end());
+    }
   }
+}
+
+// An image joins the click file's order, and gets its output folder, when first saved.
+void AnnotationStore::add_image_locked(const std::string& image) {
+  if (std::find(order_.begin(), order_.end(), image) != order_.end()) return;
+  folders_.folder(image);
+  order_.push_back(image);
+}
+
+std::mutex& AnnotationStore::image_mutex(const std::string& image) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& m = image_mu_[image];
+  if (!m) m = std::make_unique<std::mutex>();
+  return *m;
 }
 
 nlohmann::json AnnotationStore::objects(const std::string& image) const {
@@ -71,7 +89,7 @@ nlohmann::json AnnotationStore::objects(const std::string& image) const {
   for (const auto& o : it->second) {
     nlohmann::json j = {{"id", o.id}, {"clicks", clicks_json(o.clicks)}};
     std::error_code ec;
-    const std::string mask = mask_path(image, o.id);
+    const std::string mask = mask_path_locked(image, o.id);
     if (fs::exists(mask, ec)) j["mask"] = mask;
     list.push_back(j);
   }
@@ -85,50 +103,86 @@ size_t AnnotationStore::count(const std::string& image) const {
 }
 
 std::string AnnotationStore::mask_path(const std::string& image, const std::string& id) const {
-  return (fs::path(out_dir_) / fs::path(image).stem() / (id + ".png")).string();
+  std::lock_guard<std::mutex> lock(mu_);
+  return mask_path_locked(image, id);
 }
 
-nlohmann::json AnnotationStore::save(const std::string& image, const std::string& id, const std::vector<Click>& clicks,
-                                     const Segmenter::Result& result) {
-  const std::string path = mask_path(image, id);
+std::string AnnotationStore::mask_path_locked(const std::string& image, const std::string& id) const {
+  return (fs::path(out_dir_) / folders_.folder(image) / (id + ".png")).string();
+}
+
+nlohmann::json AnnotationStore::save(const std::string& image, const std::vector<Saved>& objects) {
+  std::lock_guard<std::mutex> serial(image_mutex(image));
   std::error_code ec;
-  fs::create_directories(fs::path(path).parent_path(), ec);
-  if (ec) throw Error(fs::path(path).parent_path().string() + ": cannot create output folder (" + ec.message() + ")");
-  SaveOptions options;
-  options.overwrite = true;
-  // Only the mask is written (no overlay), so the image itself is not needed.
-  nlohmann::json j = save_result(path, result, cv::Mat(), clicks, options);
-  std::lock_guard<std::mutex> lock(mu_);
-  auto& objects = saved_[image];
-  auto same = std::find_if(objects.begin(), objects.end(), [&](const Object& o) { return o.id == id; });
-  if (same != objects.end()) same->clicks = clicks;
-  else objects.push_back({id, clicks});
-  j["id"] = id;
-  return j;
+  std::vector<std::string> paths;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    add_image_locked(image);
+    for (const auto& o : objects) paths.push_back(mask_path_locked(image, o.id));
+  }
+  // 1. The old masks go: no mask on disk disagrees with the click file from here on.
+  for (const auto& path : paths) fs::remove(path, ec);
+  // 2. The click file with the new clicks.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& saved = saved_[image];
+    for (const auto& o : objects) {
+      auto same = std::find_if(saved.begin(), saved.end(), [&](const Object& s) { return s.id == o.id; });
+      if (same != saved.end()) same->clicks = o.clicks;
+      else saved.push_back({o.id, o.clicks});
+    }
+    commit_locked();
+  }
+  // 3. The new masks, each through a temporary file and a rename.
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t k = 0; k < objects.size(); ++k) {
+    const auto& o = objects[k];
+    const std::string& path = paths[k];
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    if (ec) throw Error(fs::path(path).parent_path().string() + ": cannot create output folder (" + ec.message() + ")");
+    SaveOptions options;
+    options.overwrite = true;
+    // Only the mask is written (no overlay), so the image itself is not needed.
+    nlohmann::json j = save_result(path, o.result, cv::Mat(), o.clicks, options);
+    j["id"] = o.id;
+    list.push_back(j);
+  }
+  return list;
 }
 
 bool AnnotationStore::remove(const std::string& image, const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = saved_.find(image);
-  if (it == saved_.end()) return false;
-  auto& objects = it->second;
-  auto same = std::find_if(objects.begin(), objects.end(), [&](const Object& o) { return o.id == id; });
-  if (same == objects.end()) return false;
-  objects.erase(same);
-  if (objects.empty()) saved_.erase(it);
+  std::lock_guard<std::mutex> serial(image_mutex(image));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = saved_.find(image);
+    if (it == saved_.end() ||
+        std::none_of(it->second.begin(), it->second.end(), [&](const Object& o) { return o.id == id; }))
+      return false;
+  }
+  // The mask first: a kill between the two leaves a record whose mask `segment` remakes.
   std::error_code ec;
   fs::remove(mask_path(image, id), ec);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = saved_.find(image);
+  auto& objects = it->second;
+  objects.erase(std::find_if(objects.begin(), objects.end(), [&](const Object& o) { return o.id == id; }));
+  if (objects.empty()) {
+    saved_.erase(it);
+    order_.erase(std::remove(order_.begin(), order_.end(), image), order_.end());
+  }
+  commit_locked();
   return true;
 }
 
-void AnnotationStore::commit() {
-  std::lock_guard<std::mutex> lock(mu_);
+void AnnotationStore::commit_locked() {
   nlohmann::json images = nlohmann::json::array();
   const fs::path out = out_dir_;
-  for (const auto& kv : saved_) {
+  for (const auto& name : order_) {
+    const auto it = saved_.find(name);
+    if (it == saved_.end()) continue;  // its first save is under way
     nlohmann::json objects = nlohmann::json::array();
-    for (const auto& o : kv.second) objects.push_back({{"id", o.id}, {"clicks", clicks_json(o.clicks)}});
-    const fs::path image = (fs::path(images_dir_) / kv.first).lexically_normal();
+    for (const auto& o : it->second) objects.push_back({{"id", o.id}, {"clicks", clicks_json(o.clicks)}});
+    const fs::path image = (fs::path(images_dir_) / name).lexically_normal();
     images.push_back({{"image", image.lexically_relative(out).generic_string()}, {"objects", objects}});
   }
   std::error_code ec;
@@ -143,7 +197,7 @@ nlohmann::json AnnotationStore::coco(const std::vector<std::string>& names) cons
     auto it = saved_.find(names[i]);
     if (it == saved_.end()) continue;
     for (const auto& o : it->second) {
-      const cv::Mat mask = cv::imread(mask_path(names[i], o.id), cv::IMREAD_GRAYSCALE);
+      const cv::Mat mask = cv::imread(mask_path_locked(names[i], o.id), cv::IMREAD_GRAYSCALE);
       if (mask.empty()) continue;  // listed from a click file, not saved as a mask yet
       const cv::Rect box = cv::boundingRect(mask);
       results.push_back({{"image_id", i + 1},

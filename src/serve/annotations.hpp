@@ -1,9 +1,17 @@
 // What the annotator saved: per image, named objects with their clicks. Masks are
-// written as `m2n2 segment` writes them (OUT/<stem>/<id>.png) and all clicks to one
-// click file, OUT/clicks.json, in the documented schema with image paths relative to
-// it, so that `m2n2 segment --clicks OUT/clicks.json --out X` reproduces every mask.
+// written as `m2n2 segment` writes them (OUT/<folder>/<id>.png, the folder by
+// OutputFolders in the click file's order) and all clicks to one click file,
+// OUT/clicks.json, in the documented schema with image paths relative to it, so that
+// `m2n2 segment --clicks OUT/clicks.json --out X` reproduces every mask.
+//
+// Saves and deletes of one image are serialised, and the files change in an order
+// that keeps, at every instant (a kill -9 included), each mask on disk equal to what
+// the click file on disk gives for it: an object's old mask is removed before its
+// record changes in the click file, and its new mask is written (temporary file and
+// rename) only after the click file that records its clicks is in place.
 #pragma once
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -12,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "m2n2/io/output_folder.hpp"
 #include "m2n2/m2n2.hpp"
 
 namespace m2n2::serve {
@@ -33,14 +42,16 @@ class AnnotationStore {
 
   // The mask file of an object.
   std::string mask_path(const std::string& image, const std::string& id) const;
-  // Writes one object's mask (replacing an earlier one) and records its clicks; call
-  // commit() after the objects of a request to rewrite the click file.
-  nlohmann::json save(const std::string& image, const std::string& id, const std::vector<Click>& clicks,
-                      const Segmenter::Result& result);
-  // Forgets an object and removes its mask; false if it was not saved.
+  struct Saved {
+    std::string id;
+    std::vector<Click> clicks;
+    Segmenter::Result result;
+  };
+  // Saves objects of an image (replacing earlier ones of the same ids): their masks and
+  // the click file, in the order described above. Returns [{"id", "mask", "area"...}].
+  nlohmann::json save(const std::string& image, const std::vector<Saved>& objects);
+  // Forgets an object: its mask goes first, then its record; false if it was not saved.
   bool remove(const std::string& image, const std::string& id);
-  // Rewrites the click file (temporary file + rename: never half-written).
-  void commit();
 
   // COCO results of every saved object: [{"image_id", "file_name", "object_id",
   // "category_id": 1, "segmentation": RLE, "area", "bbox", "score": 1}], image ids
@@ -55,9 +66,18 @@ class AnnotationStore {
     std::string id;
     std::vector<Click> clicks;
   };
+  // Rewrites the click file (temporary file + rename: never half-written); mu_ held.
+  void commit_locked();
+  void add_image_locked(const std::string& image);
+  std::string mask_path_locked(const std::string& image, const std::string& id) const;
+  std::mutex& image_mutex(const std::string& image);
+
   std::string images_dir_, out_dir_;
   mutable std::mutex mu_;
   std::map<std::string, std::vector<Object>> saved_;  // image name -> objects
+  std::vector<std::string> order_;                    // images in click file order
+  mutable OutputFolders folders_;                     // image name -> OUT/<folder>, in order_
+  std::map<std::string, std::unique_ptr<std::mutex>> image_mu_;
 };
 
 // Clicks as the click file writes them.

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <set>
 #include <shared_mutex>
 
@@ -12,10 +14,14 @@
 #include <opencv2/imgproc.hpp>
 
 #include "m2n2/io/click_file.hpp"
+#include "m2n2/io/json_read.hpp"
 #include "m2n2/io/visuals.hpp"
 #include "m2n2/version.hpp"
 #include "serve/annotations.hpp"
 #include "serve/assets.hpp"
+#include "serve/base64.hpp"
+#include "serve/guard.hpp"
+#include "serve/interact.hpp"
 #include "serve/session_pool.hpp"
 
 namespace m2n2::serve {
@@ -37,26 +43,6 @@ bool is_image_file(const fs::path& p) {
   return known.count(ext) > 0;
 }
 
-std::string base64(const std::string& bytes) {
-  static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
-    for (int s = 18; s >= 0; s -= 6) out += digits[(v >> s) & 63];
-  }
-  if (i < bytes.size()) {
-    uint32_t v = uint8_t(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) v |= uint8_t(bytes[i + 1]) << 8;
-    out += digits[(v >> 18) & 63];
-    out += digits[(v >> 12) & 63];
-    out += i + 1 < bytes.size() ? digits[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
 std::string encode_jpeg(const cv::Mat& rgb, int quality) {
   cv::Mat bgr;
   cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
@@ -71,13 +57,18 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 void send_json(httplib::Response& res, const json& j, int status = 200) {
   res.status = status;
-  res.set_header("Cache-Control", "no-store");
   res.set_content(j.dump(), "application/json");
 }
 
 json parse_body(const httplib::Request& req) {
-  json j = json::parse(req.body, nullptr, false);
-  if (j.is_discarded()) throw HttpError(400, "request body is not valid JSON");
+  json j;
+  try {
+    j = read_json(req.body, "request body");
+  } catch (const Error& e) {
+    throw HttpError(400, e.what());
+  } catch (const json::exception&) {
+    throw HttpError(400, "request body is not valid JSON");
+  }
   if (!j.is_object()) throw HttpError(400, "request body must be a JSON object");
   return j;
 }
@@ -93,25 +84,49 @@ ObjectSpec parse_object_json(const json& object) {
 
 }  // namespace
 
+constexpr size_t kThreads = 32;  // connections served at once
+
 struct Server::Impl {
   ServeOptions opt;
   Engine engine;
   AnnotationStore store;
   std::unique_ptr<SessionPool> pool;
+  std::unique_ptr<Interact> interact;  // POST /api/v1/interact and its uploaded images
   httplib::Server http;
   fs::path root;  // the images folder, canonical
   mutable std::shared_mutex names_mu;
   std::vector<std::string> names;  // sorted
   std::set<std::string> name_set;
+  GuardConfig guard;  // complete once bound (the port)
+  std::mutex thumbs_mu;
+  std::map<std::string, std::pair<std::string, std::string>> thumbs;  // name -> (file version, JPEG)
 
   Impl(EngineOptions e, ServeOptions o)
       : opt(std::move(o)), engine(with_progress(std::move(e))), store(opt.images_dir, opt.out_dir) {
+    guard.token = opt.token.empty() ? random_token() : opt.token;
+    guard.bind_host = opt.host;
+    guard.allow_hosts = opt.allow_hosts;
+    guard.max_body_bytes = opt.max_body_bytes;
     std::error_code ec;
     if (!fs::is_directory(opt.images_dir, ec)) throw InvalidArgument("--images " + opt.images_dir + ": not a folder");
     root = fs::canonical(opt.images_dir);
     rescan();
     pool = std::make_unique<SessionPool>(
-        engine, [this](const std::string& name) { return read_rgb((root / name).string()).rgb; }, opt.memory_budget);
+        engine,
+        [this](const std::string& name) {
+          return Interact::is_upload_key(name) ? interact->uploaded(name) : open_image(name);
+        },
+        opt.memory_budget);
+    InteractLimits limits;
+    limits.max_pixels = opt.max_pixels;
+    limits.max_clicks = opt.max_clicks;
+    interact = std::make_unique<Interact>(
+        *pool,
+        [this](const std::string& name) {
+          std::shared_lock<std::shared_mutex> lock(names_mu);
+          return name_set.count(name) > 0;
+        },
+        limits);
     std::string clicks = opt.clicks_file;
     if (clicks.empty() && fs::exists(store.click_file(), ec)) clicks = store.click_file();
     if (!clicks.empty()) {
@@ -123,6 +138,7 @@ struct Server::Impl {
       info("resuming from " + clicks);
     }
     routes();
+    protect();
   }
 
   // The engine reports its progress to the session being prepared.
@@ -196,6 +212,51 @@ struct Server::Impl {
     }
   }
 
+  // Distinct clicks of a request, all objects together, against --max-clicks.
+  void check_click_count(const std::vector<ObjectSpec>& objects) const {
+    size_t n = 0;
+    for (const auto& os : objects) n += os.clicks.size();
+    if (n > opt.max_clicks)
+      throw HttpError(422, std::to_string(n) + " distinct clicks in one request (--max-clicks is " +
+                               std::to_string(opt.max_clicks) + ")");
+  }
+
+  // Opens an image of the folder, checked again now (a file swapped for a symbolic link
+  // after the listing must still lead inside the folder) and within --max-pixels.
+  cv::Mat open_image(const std::string& name) const {
+    std::error_code ec;
+    const fs::path real = fs::canonical(root / name, ec);
+    const std::string rel = ec ? std::string() : real.lexically_relative(root).generic_string();
+    if (ec || rel.empty() || rel.rfind("..", 0) == 0 || !fs::is_regular_file(real, ec))
+      throw HttpError(404, name + ": no longer a file inside the images folder");
+    try {
+      return read_rgb(real.string(), opt.max_pixels).rgb;
+    } catch (const Error& e) {
+      throw HttpError(422, e.what());
+    }
+  }
+
+  // Thumbnails are made once per file version (size and time) and kept (160 px JPEGs).
+  std::string thumbnail(const std::string& name) {
+    std::error_code ec;
+    const fs::path p = root / name;
+    const std::string version = std::to_string(fs::file_size(p, ec)) + ":" +
+                                std::to_string(fs::last_write_time(p, ec).time_since_epoch().count());
+    {
+      std::lock_guard<std::mutex> lock(thumbs_mu);
+      auto it = thumbs.find(name);
+      if (it != thumbs.end() && it->second.first == version) return it->second.second;
+    }
+    const cv::Mat rgb = open_image(name);
+    const double s = 160.0 / std::max(rgb.cols, rgb.rows);
+    cv::Mat small = rgb;
+    if (s < 1) cv::resize(rgb, small, cv::Size(), s, s, cv::INTER_AREA);
+    std::string jpeg = encode_jpeg(small, 80);
+    std::lock_guard<std::mutex> lock(thumbs_mu);
+    thumbs[name] = {version, jpeg};
+    return jpeg;
+  }
+
   static void check_inside(const std::vector<Click>& clicks, const Session& s) {
     try {
       check_clicks_inside(clicks, s.size());
@@ -218,8 +279,37 @@ struct Server::Impl {
     };
   }
 
+  // The routes of this file. Routes of other files (e.g. the annotation tools' API)
+  // register on `http` from here too, by one call each: protect() covers them alike.
   void routes();
+  void protect();
 };
+
+// Every request passes through check_request() before it is routed and before its body
+// is read: the routes of this file and those other files register on `http` alike.
+void Server::Impl::protect() {
+  http.set_default_headers({{"X-Frame-Options", "DENY"},
+                            {"Content-Security-Policy", "frame-ancestors 'none'"},
+                            {"X-Content-Type-Options", "nosniff"},
+                            {"Referrer-Policy", "no-referrer"}});
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.path.rfind("/api/", 0) == 0) res.set_header("Cache-Control", "no-store");
+    const Refusal refusal = check_request(guard, req);
+    if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
+    send_json(res, {{"error", refusal.message}}, refusal.status);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, {{"status", "ok"}}); });
+  http.set_payload_max_length(opt.max_body_bytes);
+  // A slow client holds one thread at most read-timeout long per byte; the pool is large
+  // enough that a handful of them leave the others answered.
+  http.set_read_timeout(5, 0);
+  http.set_write_timeout(5, 0);
+  // One request per connection: a refused request's body is never read, and nothing of
+  // it can be taken for a next request.
+  http.set_keep_alive_max_count(1);
+  http.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+}
 
 void Server::Impl::routes() {
   for (size_t i = 0; i < kAssetCount; ++i) {
@@ -258,20 +348,14 @@ void Server::Impl::routes() {
   // The image as m2n2 decodes it (orientation, channels), so that page pixels are its pixels.
   http.Get("/api/image", handler([this](const httplib::Request& req, httplib::Response& res) {
     const std::string name = image_name(req.get_param_value("name"));
-    const cv::Mat rgb = read_rgb((root / name).string()).rgb;
+    const cv::Mat rgb = open_image(name);
     res.set_header("X-Image-Width", std::to_string(rgb.cols));
     res.set_header("X-Image-Height", std::to_string(rgb.rows));
     res.set_content(encode_jpeg(rgb, 92), "image/jpeg");
   }));
 
   http.Get("/api/thumb", handler([this](const httplib::Request& req, httplib::Response& res) {
-    const std::string name = image_name(req.get_param_value("name"));
-    const cv::Mat rgb = read_rgb((root / name).string()).rgb;
-    const double s = 160.0 / std::max(rgb.cols, rgb.rows);
-    cv::Mat small = rgb;
-    if (s < 1) cv::resize(rgb, small, cv::Size(), s, s, cv::INTER_AREA);
-    res.set_header("Cache-Control", "max-age=60");
-    res.set_content(encode_jpeg(small, 80), "image/jpeg");
+    res.set_content(thumbnail(image_name(req.get_param_value("name"))), "image/jpeg");
   }));
 
   http.Post("/api/prepare", handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -293,6 +377,7 @@ void Server::Impl::routes() {
     const json body = parse_body(req);
     const std::string name = image_of(body);
     const ObjectSpec os = parse_object_json({{"clicks", body.value("clicks", json())}});
+    check_click_count({os});
     const std::string format = body.value("format", std::string("png"));
     if (format != "png" && format != "rle") throw HttpError(400, "\"format\" must be \"png\" or \"rle\"");
     const bool soft = body.value("soft", false);
@@ -305,12 +390,12 @@ void Server::Impl::routes() {
       out["width"] = r.mask.cols;
       out["height"] = r.mask.rows;
       out["area"] = cv::countNonZero(r.mask);
-      if (format == "png") out["mask_png"] = base64(encode_png(r.mask));
+      if (format == "png") out["mask_png"] = base64_encode(encode_png(r.mask));
       else out["rle"] = rle_json(r.mask);
       if (soft) {
         cv::Mat shown;  // the distance map, boundary at 0.5 of the colour range
         cv::min(r.soft, 2.0, shown);
-        out["soft_png"] = base64(encode_png(heatmap_png(shown)));
+        out["soft_png"] = base64_encode(encode_png(heatmap_png(shown)));
       }
       json choices = json::array();
       for (const auto& c : r.choices) choices.push_back({{"threshold", c.threshold}, {"score", c.score}});
@@ -331,7 +416,7 @@ void Server::Impl::routes() {
       const cv::Mat m = s.markov_map(click_pixel(os.clicks.front()));
       double lo = 0, hi = 0;
       cv::minMaxLoc(m, &lo, &hi);
-      out = {{"png", base64(encode_png(heatmap_png(m)))}, {"grid", {m.cols, m.rows}}, {"min_steps", lo}, {"max_steps", hi}};
+      out = {{"png", base64_encode(encode_png(heatmap_png(m)))}, {"grid", {m.cols, m.rows}}, {"min_steps", lo}, {"max_steps", hi}};
     });
     send_json(res, out);
   }));
@@ -351,12 +436,13 @@ void Server::Impl::routes() {
     if (!spec.error.empty()) throw HttpError(400, spec.error);
     for (const auto& os : spec.objects)
       if (!os.error.empty()) throw HttpError(400, os.id + ": " + os.error);
-    json saved = json::array();
+    check_click_count(spec.objects);
+    std::vector<AnnotationStore::Saved> results;
     with_session(name, [&](Session& s) {
       for (const auto& os : spec.objects) check_inside(os.clicks, s);
-      for (const auto& os : spec.objects) saved.push_back(store.save(name, os.id, os.clicks, s.segment(os.clicks)));
+      for (const auto& os : spec.objects) results.push_back({os.id, os.clicks, s.segment(os.clicks)});
     });
-    store.commit();
+    const json saved = store.save(name, results);
     send_json(res, {{"image", name}, {"saved", saved}, {"click_file", store.click_file()}});
   }));
 
@@ -366,7 +452,6 @@ void Server::Impl::routes() {
     if (!body.contains("id") || !body["id"].is_string()) throw HttpError(400, "\"id\" must be a string");
     if (!store.remove(name, body["id"].get<std::string>()))
       throw HttpError(404, name + " / " + body["id"].get<std::string>() + ": not saved");
-    store.commit();
     send_json(res, {{"image", name}, {"deleted", body["id"]}});
   }));
 
@@ -375,7 +460,8 @@ void Server::Impl::routes() {
     send_json(res, store.coco(image_list()));
   }));
 
-  http.set_payload_max_length(opt.max_body_bytes);
+  interact->register_routes(http);
+
   // Statuses set by httplib itself (404 route, 413 body, 400 bad request): a JSON error too.
   http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
@@ -418,6 +504,7 @@ int Server::bind() {
     ok = I.http.bind_to_port(I.opt.host, port);
   }
   if (!ok) throw Error("cannot listen on " + I.opt.host + ":" + std::to_string(I.opt.port) + " (in use, or not an address of this machine)");
+  I.guard.port = port;
   return port;
 }
 
@@ -429,5 +516,7 @@ void Server::stop() {
 }
 
 size_t Server::image_count() const { return impl_->image_list().size(); }
+
+const std::string& Server::token() const { return impl_->guard.token; }
 
 }  // namespace m2n2::serve

@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "m2n2/m2n2.hpp"
 
@@ -17,6 +18,10 @@ struct ServeOptions {
   int port = 8765;                 // 0 = any free port
   double memory_budget = 0;        // bytes of prepared sessions kept at once (0 = no bound)
   size_t max_body_bytes = 1 << 20; // larger request bodies get 413
+  size_t max_clicks = 1000;        // distinct clicks per request (422 beyond)
+  int64_t max_pixels = 400000000;  // images larger than this are refused (422)
+  std::string token;               // the API's bearer token ("" = a random one per start)
+  std::vector<std::string> allow_hosts;  // more names the Host header may carry (NAME or NAME:PORT)
   WarnFn info;                     // one-line log messages
   WarnFn warn;                     // one-line warnings
 };
@@ -38,6 +43,8 @@ class Server {
   void stop();
 
   size_t image_count() const;
+  // The bearer token the API asks for (Authorization: Bearer TOKEN).
+  const std::string& token() const;
 
  private:
   struct Impl;

@@ -169,6 +169,12 @@ void SessionPool::use(const std::string& name, const std::function<void(Session&
     e->status.bytes = e->session->memory_bytes();  // cached maps add up
     --e->users;
     evict_for(0, e.get());
+    // Still over the budget with the least recently used sessions gone: this session's
+    // cached per-click maps go too (they are made again when a click needs them).
+    if (budget_ > 0 && used_bytes() > budget_ && e->session->cached_points() > 0) {
+      e->session->clear_points();
+      e->status.bytes = e->session->memory_bytes();
+    }
   }
   if (failure) std::rethrow_exception(failure);
 }

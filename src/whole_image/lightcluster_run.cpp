@@ -14,6 +14,7 @@
 #include "m2n2/m2n2.hpp"
 #include "m2n2/whole_image/lightcluster.hpp"
 #include "core/check.hpp"
+#include "m2n2/io/json_read.hpp"
 
 namespace m2n2 {
 namespace fs = std::filesystem;
@@ -108,8 +109,12 @@ bool drop_high_norm(const LightClusterParams& p, const Attention& a) {
   if (p.high_norm != "auto") return p.high_norm == "on";
   const auto it = a.meta.find("metadata");
   if (it == a.meta.end()) return false;
-  const json meta = json::parse(it->second, nullptr, false);
-  if (meta.is_discarded()) return false;
+  json meta;
+  try {
+    meta = read_json(it->second, "attention metadata");
+  } catch (const std::exception&) {
+    return false;
+  }
   std::string id = meta.value("model_id", "");
   std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return std::tolower(c); });
   const json prefix = meta.value("prefix_tokens", json::object());

@@ -51,7 +51,9 @@ class Server:
                 raise AssertionError("server exited: " + self.stderr())
             for line in self.stderr().splitlines():
                 if "serving on http://127.0.0.1:" in line:
-                    self.port = int(line.rsplit(":", 1)[1].split("/")[0])
+                    url = line.split("serving on ", 1)[1].split()[0]
+                    self.port = int(url.rsplit(":", 1)[1].split("/")[0])
+                    self.token = url.split("?token=", 1)[1]
             time.sleep(0.05)
         check(self.port, "server printed its URL on stderr")
 
@@ -63,7 +65,13 @@ class Server:
     def request(self, method, path, body=None, raw=None, timeout=300):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data is not None else {})
+        headers = {"Authorization": "Bearer " + self.token}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the body was read (413): the answer is there all the same
         r = conn.getresponse()
         payload = r.read()
         conn.close()
@@ -257,7 +265,8 @@ def main():
         # ---- a client that hangs up mid-request: nothing lost, the server goes on
         sock = socket.create_connection(("127.0.0.1", srv.port))
         body = json.dumps({"image": "kite.png", "clicks": [{"x": 200, "y": 200}]}).encode()
-        sock.sendall(b"POST /api/segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+        sock.sendall(b"POST /api/segment HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (srv.port, srv.token.encode(), len(body)) + body[:10])
         sock.close()
 
         # ---- save: masks as `m2n2 segment` writes them; clicks.json; round trip

@@ -67,6 +67,9 @@ async function main() {
     page.on('pageerror', (e) => pageErrors.push(e.message));
     await page.goto(server.url, {waitUntil: 'load', timeout: 30000});
     await page.waitForFunction(() => window.m2n2 && window.m2n2.state.img && window.m2n2.state.name === 'fruit.png', {timeout: 30000});
+    // The token came in the URL; the page took it out of the address bar.
+    if (!/[?&]token=/.test(server.url)) fail('the printed URL has no token: ' + server.url);
+    if (page.url().includes('token')) fail('the token stays in the address bar: ' + page.url());
 
     // A page pixel of the image: the centre of image pixel (x, y) on the scaled canvas.
     const at = async (x, y) => page.evaluate((x, y) => {
@@ -134,6 +137,22 @@ async function main() {
     await page.waitForFunction(() => window.m2n2.state.name === 'fruit.png', {timeout: 30000});
     const kept = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.length);
     if (kept !== 2) fail('unsaved objects lost when coming back to the image');
+
+    // Delete the saved object with its ✕, then undo: it comes back, and so does its mask.
+    const maskFile = path.join(out, 'fruit', entry.objects[0].id + '.png');
+    const waitFile = async (exists) => {
+      for (let i = 0; i < 600 && fs.existsSync(maskFile) !== exists; ++i) await new Promise((r) => setTimeout(r, 100));
+      if (fs.existsSync(maskFile) !== exists) fail(`mask ${exists ? 'not restored' : 'not deleted'}: ${maskFile}`);
+    };
+    await (await page.$$('.del'))[0].click();
+    await waitFile(false);
+    let ids = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.map((o) => o.id));
+    if (JSON.stringify(ids) !== JSON.stringify(['2'])) fail('after delete: ' + JSON.stringify(ids));
+    await page.keyboard.press('u');
+    await waitFile(true);
+    ids = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.map((o) => o.id));
+    if (JSON.stringify(ids) !== JSON.stringify(['1', '2'])) fail('after undoing the delete: ' + JSON.stringify(ids));
+    if (!fs.readFileSync(maskFile).equals(a)) fail('the restored mask differs from the saved one');
     if (pageErrors.length) fail('errors on the page: ' + pageErrors.join('; '));
     console.log(`browser ok: ${want.length} clicks, mask of ${obj.area} px saved, identical to m2n2 segment`);
   } finally {

@@ -22,9 +22,26 @@ const state = {
 };
 
 // ------------------------------------------------------------------ API
+// The token comes in the page's URL (?token=..., as the server prints it); it is taken
+// out of the address bar and history at once and sent on every call of the API.
+const TOKEN = (() => {
+  const url = new URL(window.location.href);
+  const t = url.searchParams.get('token') || sessionStorage.getItem('m2n2-token') || '';
+  if (url.searchParams.has('token')) {
+    url.searchParams.delete('token');
+    history.replaceState(null, '', url.pathname + url.search + url.hash);
+  }
+  if (t) sessionStorage.setItem('m2n2-token', t);
+  return t;
+})();
+
+function authorized(init) {
+  return {...init, headers: {...(init.headers || {}), 'Authorization': 'Bearer ' + TOKEN}};
+}
+
 async function api(path, body) {
   const init = body === undefined ? {} : {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)};
-  const res = await fetch(path, init);
+  const res = await fetch(path, authorized(init));
   let data = null;
   try { data = await res.json(); } catch (e) { /* not JSON */ }
   if (!res.ok) throw new Error((data && data.error) || `${path}: HTTP ${res.status}`);
@@ -76,6 +93,7 @@ function addClick(x, y, positive) {
 function undo() {
   const c = current();
   if (!c || !c.undo.length) return;
+  if (c.undo[c.undo.length - 1].deleted) { undoDelete(c); return; }
   const {object, clicks} = c.undo.pop();
   object.clicks = clicks;
   object.saved = false;
@@ -86,6 +104,27 @@ function undo() {
   segment(object);
   markovMap();
   draw();
+}
+
+async function undoDelete(c) {
+  const {deleted: o, index, onDisk} = c.undo.pop();
+  c.objects.splice(Math.min(index, c.objects.length), 0, o);
+  c.selected = c.objects.indexOf(o);
+  state.selectedClick = o.clicks.length - 1;
+  refreshPanels();
+  draw();
+  // The mask on disk comes back as it was saved (the page keeps any later, unsaved clicks).
+  if (onDisk && o.savedClicks && o.savedClicks.length) {
+    try {
+      await api('/api/save', {image: state.name, objects: [{id: o.id, clicks: o.savedClicks}]});
+      message(`${o.id} restored and saved again`);
+      refreshImageList(false);
+    } catch (e) {
+      o.saved = false;
+      message('restore failed: ' + e.message, true);
+    }
+  }
+  refreshPanels();
 }
 
 function reset() {
@@ -127,6 +166,18 @@ async function segment(o) {
     o.inflight = false;
     if (o.again) { o.again = false; if (name === state.name) segment(o); }
   }
+}
+
+// An image of the API: fetched with the token, shown from a blob URL.
+async function loadApiImage(path) {
+  const res = await fetch(path, authorized({}));
+  if (!res.ok) {
+    let data = null;
+    try { data = await res.json(); } catch (e) { /* not JSON */ }
+    throw new Error((data && data.error) || `${path}: HTTP ${res.status}`);
+  }
+  const url = URL.createObjectURL(await res.blob());
+  try { return await loadImage(url); } finally { URL.revokeObjectURL(url); }
 }
 
 function loadImage(src) {
@@ -287,11 +338,15 @@ function renameObject(o, id, input) {
 async function deleteObject(o) {
   const c = current();
   const name = state.name;
-  if (o.saved || o.wasSaved) {
+  const onDisk = o.saved || o.wasSaved;
+  if (onDisk) {
     try { await api('/api/delete', {image: name, id: o.id}); } catch (e) { /* not saved under this name */ }
   }
-  c.objects.splice(c.objects.indexOf(o), 1);
-  c.undo = c.undo.filter((u) => u.object !== o);
+  const index = c.objects.indexOf(o);
+  c.objects.splice(index, 1);
+  // Undo brings the object back, and its saved mask with it.
+  c.undo.push({deleted: o, index, onDisk});
+  message(`deleted ${o.id} (U or Ctrl-Z brings it back)`);
   c.selected = Math.min(c.selected, c.objects.length - 1);
   const sel = selectedObject();
   state.selectedClick = sel ? sel.clicks.length - 1 : -1;
@@ -307,7 +362,7 @@ async function save() {
   if (!objects.length) { message('nothing to save: no object has clicks', true); return; }
   try {
     const r = await api('/api/save', {image: state.name, objects});
-    for (const o of c.objects) if (o.clicks.length) { o.saved = true; o.wasSaved = true; }
+    for (const o of c.objects) if (o.clicks.length) { o.saved = true; o.wasSaved = true; o.savedClicks = o.clicks.slice(); }
     document.body.dataset.saves = String(Number(document.body.dataset.saves || 0) + 1);
     message(`saved ${r.saved.length} mask${r.saved.length > 1 ? 's' : ''}: ${r.saved.map((s) => s.mask).join(', ')} · clicks in ${r.click_file}`);
     refreshPanels();
@@ -328,7 +383,11 @@ async function refreshImageList(rebuild) {
     r.images.forEach((im, i) => {
       const li = document.createElement('li');
       li.innerHTML = `<img loading="lazy" alt=""><span class="name"></span><span class="badge"></span>`;
-      li.querySelector('img').src = '/api/thumb?name=' + encodeURIComponent(im.name);
+      const thumb = li.querySelector('img');
+      fetch('/api/thumb?name=' + encodeURIComponent(im.name), authorized({}))
+        .then((res) => (res.ok ? res.blob() : null))
+        .then((blob) => { if (blob) thumb.src = URL.createObjectURL(blob); })
+        .catch(() => { /* the list works without its thumbnail */ });
       li.querySelector('.name').textContent = im.name;
       li.title = im.name;
       li.addEventListener('click', () => openImage(i));
@@ -355,7 +414,7 @@ async function openImage(i) {
   $('image-list').children[i].scrollIntoView({block: 'nearest'});
   api('/api/prepare', {image: name}).catch((e) => message(e.message, true));
   watchPreparation(name);
-  const img = await loadImage('/api/image?name=' + encodeURIComponent(name));
+  const img = await loadApiImage('/api/image?name=' + encodeURIComponent(name));
   if (state.name !== name) return;
   state.img = img;
   state.width = img.naturalWidth;
@@ -367,7 +426,11 @@ async function openImage(i) {
     const c = {objects: [], selected: 0, undo: []};
     state.perImage.set(name, c);
     const saved = await api('/api/annotations?image=' + encodeURIComponent(name));
-    for (const s of saved.objects) newObject(c, s.id, s.clicks, true).wasSaved = true;
+    for (const s of saved.objects) {
+      const o = newObject(c, s.id, s.clicks, true);
+      o.wasSaved = true;
+      o.savedClicks = s.clicks.slice();
+    }
     if (!c.objects.length) newObject(c);
     c.objects.forEach((o) => segment(o));
   }
