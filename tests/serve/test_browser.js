@@ -145,11 +145,13 @@ async function main() {
       if (fs.existsSync(maskFile) !== exists) fail(`mask ${exists ? 'not restored' : 'not deleted'}: ${maskFile}`);
     };
     await (await page.$$('.del'))[0].click();
+    await page.waitForFunction(() => window.m2n2.state.perImage.get('fruit.png').objects.length === 1, {timeout: 60000});
     await waitFile(false);
     let ids = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.map((o) => o.id));
     if (JSON.stringify(ids) !== JSON.stringify(['2'])) fail('after delete: ' + JSON.stringify(ids));
     await page.keyboard.press('u');
     await waitFile(true);
+    await page.waitForFunction(() => Number(document.body.dataset.restores || 0) >= 1, {timeout: 60000});
     ids = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.map((o) => o.id));
     if (JSON.stringify(ids) !== JSON.stringify(['1', '2'])) fail('after undoing the delete: ' + JSON.stringify(ids));
     if (!fs.readFileSync(maskFile).equals(a)) fail('the restored mask differs from the saved one');

@@ -164,8 +164,12 @@ def main():
         refused(raw(port, big), 413, "Content-Length over --max-body")
         check(time.monotonic() - t0 < 5, "413 without reading the body")
         # ---- deeply nested JSON: a one-line 400, the server goes on
-        for deep in (b"[" * 300000, b'{"image":' * 100000 + b"1" + b"}" * 100000, b"[" * 65 + b"]" * 65):
-            refused(request(port, "POST", "/api/prepare", post, deep[:60000]), 400, "nested JSON")
+        # Valid JSON objects (within --max-body) that a parser without the cap takes whole.
+        for depth in (65, 30000):
+            deep = b'{"image": "fruit.png", "x": ' + b"[" * depth + b"]" * depth + b"}"
+            refused(request(port, "POST", "/api/prepare", post, deep), 400, "JSON nested %d deep" % depth)
+            refused(request(port, "POST", "/api/segment", post, b'{"image": "fruit.png", "clicks": ' + b"[" * depth +
+                            b"]" * depth + b"}"), 400, "clicks nested %d deep" % depth)
         st, _, body = request(port, "POST", "/api/prepare", post, b'{"image": "fruit.png", "x": ' + b"[" * 60 + b"]" * 60 + b"}")
         check(st == 200, "nesting within the cap is fine: %d %r" % (st, body))
         # ---- eight slow clients trickling bytes: a normal request still answered within 2 s

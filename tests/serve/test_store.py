@@ -109,14 +109,21 @@ def main():
         # ---- save and delete of one object racing, 300 cycles: a record exactly when its mask is there
         c.ready("b.png")
         mask = os.path.join(out, "b", "r.png")
+        # A delete lands at a random instant of a save (its segmentation, its writes).
+        t0 = time.monotonic()
+        for _ in range(3):
+            c.call("POST", "/api/save", {"image": "b.png", "objects": [{"id": "r", "clicks": clicks}]})
+        save_s = (time.monotonic() - t0) / 3
+        rng = random.Random(3)
         bad = 0
         for cycle in range(300):
             results = {}
+            delay = rng.uniform(0, 1.3 * save_s)
             save = threading.Thread(target=lambda: results.update(
                 save=c.call("POST", "/api/save", {"image": "b.png", "objects": [{"id": "r", "clicks": clicks}]})[0]))
-            delete = threading.Thread(target=lambda: results.update(
-                delete=c.call("POST", "/api/delete", {"image": "b.png", "id": "r"})[0]))
-            pair = [save, delete] if cycle % 2 else [delete, save]
+            delete = threading.Thread(target=lambda: (time.sleep(delay), results.update(
+                delete=c.call("POST", "/api/delete", {"image": "b.png", "id": "r"})[0])))
+            pair = [save, delete]
             [t.start() for t in pair]
             [t.join() for t in pair]
             st, r = c.call("GET", "/api/annotations?image=b.png")

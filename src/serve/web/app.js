@@ -118,6 +118,7 @@ async function undoDelete(c) {
     try {
       await api('/api/save', {image: state.name, objects: [{id: o.id, clicks: o.savedClicks}]});
       message(`${o.id} restored and saved again`);
+      document.body.dataset.restores = String(Number(document.body.dataset.restores || 0) + 1);
       refreshImageList(false);
     } catch (e) {
       o.saved = false;
