@@ -91,6 +91,9 @@ done
 
 # Without --resume or --overwrite an existing run is refused.
 expect_error 2 "use --resume" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 $Q
+# A resumed run is one shard with one limit: another is refused, as other settings are.
+expect_error 2 "shard \"0/1\" vs \"0/2\"" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 --resume --shard 0/2 $Q
+expect_error 2 "limit 0 vs 1" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 --resume --limit 1 $Q
 
 # Crash safety: SIGKILL the run at random moments several times, resume each time;
 # the final metrics equal the uninterrupted run's, no instance is recorded twice, and
