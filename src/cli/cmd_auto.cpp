@@ -109,7 +109,9 @@ int run_auto(AutoOptions& o) {
   } else {
     // Every N-th image of the sorted folder from I; finished ones recorded as they end.
     const auto [shard_i, shard_n] = resolve_shard(o.shard, o.shard_count);
-    const nlohmann::json settings = {{"images", fs::weakly_canonical(fs::absolute(o.images)).string()},
+    std::error_code ec;
+    const fs::path images = fs::weakly_canonical(fs::absolute(o.images), ec);
+    const nlohmann::json settings = {{"images", ec ? fs::absolute(o.images).lexically_normal().string() : images.string()},
                                      {"shard", std::to_string(shard_i) + "/" + std::to_string(shard_n)},
                                      {"source", engine->source_id()},
                                      {"flags", o.settings}};

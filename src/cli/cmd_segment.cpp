@@ -233,10 +233,22 @@ std::vector<ExportImage> export_images(const std::map<long, nlohmann::json>& rec
 
 int run_batch(const SegmentOptions& o) {
   const auto [shard_i, shard_n] = resolve_shard(o.shard, o.shard_count);
+  std::vector<ImageSpec> specs;  // of a click file, read whole before anything is written
+  if (o.click_file != "-") {
+    try {
+      specs = parse_click_file(read_file(o.click_file), o.click_file);
+    } catch (const Error& e) {
+      throw UsageError(e.what());
+    }
+  }
   // With several images at once, each gets its share of the threads and of the memory,
   // and an engine of its own.
   const auto engines = make_job_engines(o.common, o.m2n2, o.jobs);
-  const auto canonical = [](const std::string& p) { return p.empty() || p == "-" ? p : fs::weakly_canonical(fs::absolute(p)).string(); };
+  const auto canonical = [](const std::string& p) {
+    std::error_code ec;
+    const fs::path c = p.empty() || p == "-" ? fs::path(p) : fs::weakly_canonical(fs::absolute(p), ec);
+    return ec ? fs::absolute(p).lexically_normal().string() : c.string();
+  };
   const nlohmann::json settings = {
       {"clicks", canonical(o.click_file)},
       {"images", canonical(o.images_dir)},
@@ -308,14 +320,6 @@ int run_batch(const SegmentOptions& o) {
     };
     run_in_order<BatchEntry, EntryResult>(o.jobs, next, work, publish, after);
   } else {
-    std::string text;
-    std::vector<ImageSpec> specs;
-    try {
-      text = read_file(o.click_file);
-      specs = parse_click_file(text, o.click_file);
-    } catch (const Error& e) {
-      throw UsageError(e.what());
-    }
     // Every N-th image entry from I, in file order.
     std::vector<BatchEntry> mine;
     for (size_t i = 0; i < specs.size(); ++i)
