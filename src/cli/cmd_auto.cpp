@@ -4,11 +4,14 @@
 
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "common.hpp"
 #include "m2n2/attention/default_source.hpp"
+#include "m2n2/eval/benchmark.hpp"
 #include "m2n2/whole_image/label_eval.hpp"
 #include "m2n2/io/npy.hpp"
 #include "m2n2/whole_image/lightcluster.hpp"
@@ -28,7 +31,14 @@ struct AutoOptions {
   LightClusterRun lightcluster;
   std::string lightcluster_model;
   bool overwrite = false;
+  std::string shard;  // folder form: I/N or auto
+  int shard_count = 0;
+  bool resume = false;
+  std::string settings;  // the subcommand's result-changing flags, compared by --resume
 };
+
+constexpr const char* kAutoRecords = "auto.jsonl";
+constexpr const char* kAutoSettings = "auto-run.json";
 
 // LightCluster labels a whole folder at once (its clusters span the dataset).
 int run_lightcluster_folder(AutoOptions& o) {
@@ -92,21 +102,54 @@ int run_auto(AutoOptions& o) {
   if (common.source == "default") common.source = "default:" + std::string(kWholeImageSettings);
   auto engine = make_engine(common, M2N2Flags());
   std::vector<std::pair<std::string, std::string>> jobs;  // image, output
+  std::map<std::string, nlohmann::json> done;             // image -> record of an earlier run (--resume)
+  std::string records;                                     // OUT/auto.jsonl (folder form)
   if (!o.image.empty()) {
+    if (!o.shard.empty() || o.resume) throw UsageError("auto: --shard and --resume need the folder form (--images DIR)");
     jobs.emplace_back(o.image, o.out);
   } else {
-    const auto files = list_files(o.images);
+    // Every N-th image of the sorted folder from I; finished ones recorded as they end.
+    const auto [shard_i, shard_n] = resolve_shard(o.shard, o.shard_count);
     std::error_code ec;
-    fs::create_directories(o.out, ec);
-    for (const fs::path p : files) jobs.emplace_back(p.string(), (fs::path(o.out) / (p.stem().string() + ".png")).string());
+    const fs::path images = fs::weakly_canonical(fs::absolute(o.images), ec);
+    const nlohmann::json settings = {{"images", ec ? fs::absolute(o.images).lexically_normal().string() : images.string()},
+                                     {"shard", std::to_string(shard_i) + "/" + std::to_string(shard_n)},
+                                     {"source", engine->source_id()},
+                                     {"flags", o.settings}};
+    for (auto& r : open_run_records(o.out, kAutoRecords, kAutoSettings, settings, o.resume))
+      if (r.value("ok", false) && r.contains("image") && r["image"].is_string()) {
+        const std::string image = r["image"].get<std::string>();  // before r is moved from
+        done[image] = std::move(r);
+      }
+    records = (fs::path(o.out) / kAutoRecords).string();
+    const auto files = list_files(o.images);
+    for (size_t i = 0; i < files.size(); ++i)
+      if (static_cast<int>(i % shard_n) == shard_i)
+        jobs.emplace_back(files[i], (fs::path(o.out) / (fs::path(files[i]).stem().string() + ".png")).string());
   }
-  int failures = 0, done = 0;
+  // An image is done when its record and its outputs are there.
+  const auto finished = [&](const std::string& img) {
+    auto it = done.find(img);
+    if (it == done.end()) return false;
+    std::error_code ec;
+    for (const char* k : {"labels", "vis"})
+      if (it->second.contains(k) && (!it->second[k].is_string() || !fs::is_regular_file(it->second[k].get<std::string>(), ec)))
+        return false;
+    return true;
+  };
+  int skipped = 0;
+  int failures = 0, done_count = 0;
   Progress bar(static_cast<int>(jobs.size()), !o.common.quiet && jobs.size() > 1, o.method);
   for (const auto& [img, outp] : jobs) {
+    if (o.resume && finished(img)) {
+      ++skipped;
+      bar.update(++done_count);
+      continue;
+    }
     nlohmann::json j = {{"image", img}};
     try {
       std::error_code ec;
-      if (!o.overwrite && jobs.size() > 1 && fs::exists(outp, ec)) throw Error(outp + ": exists (use --overwrite)");
+      if (!o.overwrite && !o.resume && o.image.empty() && fs::exists(outp, ec)) throw Error(outp + ": exists (use --overwrite)");
       LoadedImage li = read_rgb(img);
       auto session = engine->open(li.rgb, img);
       AutoResult r = o.method == "diffseg" ? session->diffseg(o.diffseg) : session->ncut(o.ncut);
@@ -131,10 +174,12 @@ int run_auto(AutoOptions& o) {
       j["error"] = msg;
       ++failures;
     }
+    if (!records.empty()) append_line_durable(records, j.dump());
     std::cout << j.dump() << "\n" << std::flush;
-    bar.update(++done);
+    bar.update(++done_count);
   }
   bar.finish();
+  if (skipped) spdlog::info("{} images already done in {}, skipped", skipped, o.out);
   return failures ? kSomeFailed : kOk;
 }
 
@@ -161,6 +206,12 @@ void register_auto(CLI::App& app, int& code) {
   sub->add_option("--out", o->out, "16-bit label PNG (0..K-1), or output folder")->required();
   sub->add_option("--vis", o->vis, "Colour visualisation PNG (folder with --images)");
   sub->add_flag("--overwrite", o->overwrite, "Replace existing outputs (folder form)");
+  sub->add_option("--shard", o->shard,
+                  "Label only images I, I+N, I+2N ... of the sorted folder (I/N, 0-based; folder form); auto: I and N from the "
+                  "scheduler (SLURM array, or Kubernetes Indexed Job with --shard-count)");
+  sub->add_option("--shard-count", o->shard_count, "N for --shard auto under a Kubernetes Indexed Job (its completions)");
+  sub->add_flag("--resume", o->resume,
+                "Skip images an earlier run with the same settings finished (records in OUT/auto.jsonl); label the others");
   const std::string g1 = "DiffSeg", g2 = "Random-walk NCut";
   sub->add_option("--anchors", o->diffseg.anchors, "Anchor grid M (M×M anchors)")->capture_default_str()->group(g1);
   sub->add_option("--kl-thresholds", o->diffseg.kl_thresholds, "KL threshold per merge iteration")->capture_default_str()->group(g1);
@@ -198,10 +249,23 @@ void register_auto(CLI::App& app, int& code) {
   sub->add_option("--min-size", o->ncut.min_size, "Smallest segment in tokens")->capture_default_str()->group(g2);
   sub->add_option("--max-depth", o->ncut.max_depth, "Deepest recursion")->capture_default_str()->group(g2);
   add_common(sub, o->common);
-  sub->callback([o, &code]() {
+  sub->callback([o, sub, &code]() {
     code = guarded([&]() {
       setup(o->common);
       if (o->image.empty() == o->images.empty()) throw UsageError("auto: give exactly one of --image or --images");
+      if (o->resume && o->overwrite) throw UsageError("auto: use either --resume or --overwrite, not both");
+      if (o->method == "lightcluster" && (o->resume || !o->shard.empty()))
+        throw UsageError("auto: --method lightcluster clusters the whole folder and resumes by itself; --shard and --resume are for diffseg and ncut");
+      // What --resume compares: every flag's value but those that change no label.
+      std::istringstream all(sub->config_to_str(true, false));
+      for (std::string line; std::getline(all, line);) {
+        static const char* kNeutral[] = {"overwrite", "resume", "shard", "shard-count", "quiet", "log-level", "threads",
+                                         "cache-dir", "cache-max-size", "no-cache", "max-memory", "out", "vis"};
+        const std::string key = line.substr(0, line.find('='));
+        bool neutral = false;
+        for (const char* k : kNeutral) neutral = neutral || key == k;
+        if (!neutral) o->settings += line + "\n";
+      }
       return run_auto(*o);
     });
   });

@@ -18,7 +18,7 @@ struct EvalOptions {
   M2N2Flags m2n2;
   BenchmarkOptions run;
   std::string protocol = "m2n2", shard;
-  int jobs = 1;
+  int jobs = 1, shard_count = 0;
 };
 
 int run_eval(EvalOptions& o) {
@@ -27,7 +27,7 @@ int run_eval(EvalOptions& o) {
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
-  if (!o.shard.empty()) std::tie(o.run.shard, o.run.shards) = parse_shard(o.shard);
+  std::tie(o.run.shard, o.run.shards) = resolve_shard(o.shard, o.shard_count);
   check_range("--limit", o.run.limit, 0, 1 << 30);
   o.run.device_label = o.common.device;
   o.run.source_label = o.common.source;
@@ -58,7 +58,10 @@ void register_eval(CLI::App& app, int& code) {
   sub->add_option("--protocol", o->protocol, "Click simulator: m2n2 or ritm")->capture_default_str();
   sub->add_option("--max-clicks", o->run.max_clicks, "Clicks per instance")->capture_default_str();
   sub->add_option("--out", o->run.out, "Output folder (metrics.json, instances.csv, instances.jsonl, miou_curve.png)")->required();
-  sub->add_option("--shard", o->shard, "Evaluate only shard I of N (I/N, 0-based), e.g. $SLURM_ARRAY_TASK_ID/8");
+  sub->add_option("--shard", o->shard,
+                  "Evaluate only shard I of N (I/N, 0-based), e.g. $SLURM_ARRAY_TASK_ID/8; auto: I and N from the scheduler "
+                  "(SLURM array, or Kubernetes Indexed Job with --shard-count)");
+  sub->add_option("--shard-count", o->shard_count, "N for --shard auto under a Kubernetes Indexed Job (its completions)");
   sub->add_flag("--resume", o->run.resume, "Skip instances already finished in --out");
   sub->add_flag("--overwrite", o->run.overwrite, "Start over, discarding finished instances in --out");
   sub->add_option("--mask-format", o->run.mask_format, "Folder masks: grabcut (>128 object, 128 void) or davis (>0 object)")

@@ -7,11 +7,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <sstream>
 #include <filesystem>
 #include <map>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/core/memory.hpp"
+#include "m2n2/eval/benchmark.hpp"
+#include "m2n2/io/click_file.hpp"
+#include "m2n2/io/npy.hpp"
 
 namespace m2n2::cli {
 
@@ -88,6 +94,105 @@ void setup(const CommonOptions& o) {
   spdlog::set_level(o.quiet ? spdlog::level::err : level);
   check_range("--threads", o.threads, 0, 4096);
   set_num_threads(o.threads);
+}
+
+namespace {
+
+// An environment variable that must hold a whole number, or nullopt when unset.
+std::optional<long long> env_integer(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return std::nullopt;
+  const std::string s(v);
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(s, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (s.empty() || used != s.size()) throw UsageError(std::string("--shard auto: ") + name + "='" + s + "' is not a whole number");
+  return x;
+}
+
+}  // namespace
+
+std::pair<int, int> resolve_shard(const std::string& spec, int shard_count, const char* flag) {
+  if (shard_count != 0 && spec != "auto") throw UsageError(std::string("--shard-count needs ") + flag + " auto");
+  if (spec.empty()) return {0, 1};
+  if (spec != "auto") {
+    try {
+      return parse_shard(spec, flag);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(e.what());
+    }
+  }
+  const std::string what = std::string(flag) + " auto: ";
+  long long index = 0, count = 0;
+  if (const auto id = env_integer("SLURM_ARRAY_TASK_ID")) {
+    const auto n = env_integer("SLURM_ARRAY_TASK_COUNT"), lo = env_integer("SLURM_ARRAY_TASK_MIN"),
+               hi = env_integer("SLURM_ARRAY_TASK_MAX"), step = env_integer("SLURM_ARRAY_TASK_STEP");
+    const long long first = lo.value_or(0), by = step.value_or(1);
+    if (by < 1) throw UsageError(what + "SLURM_ARRAY_TASK_STEP must be >= 1");
+    if (*id < first || (*id - first) % by != 0)
+      throw UsageError(what + "SLURM_ARRAY_TASK_ID " + std::to_string(*id) + " is not in the array from SLURM_ARRAY_TASK_MIN " +
+                       std::to_string(first) + " by " + std::to_string(by));
+    index = (*id - first) / by;
+    if (n) count = *n;
+    else if (hi) count = (*hi - first) / by + 1;
+    else throw UsageError(what + "SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_COUNT nor SLURM_ARRAY_TASK_MAX");
+    if (n && hi && *n != (*hi - first) / by + 1)
+      throw UsageError(what + "SLURM_ARRAY_TASK_COUNT " + std::to_string(*n) + " disagrees with SLURM_ARRAY_TASK_MIN/MAX/STEP");
+    if (shard_count != 0 && shard_count != count)
+      throw UsageError(what + "--shard-count " + std::to_string(shard_count) + " disagrees with SLURM's array of " + std::to_string(count));
+  } else if (const auto k = env_integer("JOB_COMPLETION_INDEX")) {
+    if (shard_count == 0) throw UsageError(what + "JOB_COMPLETION_INDEX needs --shard-count N (the Job's completions)");
+    index = *k;
+    count = shard_count;
+  } else {
+    throw UsageError(what + "no scheduler index in the environment (SLURM_ARRAY_TASK_ID, or JOB_COMPLETION_INDEX with --shard-count)");
+  }
+  if (count < 1 || count > 1000000 || index < 0 || index >= count)
+    throw UsageError(what + "index " + std::to_string(index) + " is not in 0.." + std::to_string(count - 1));
+  return {static_cast<int>(index), static_cast<int>(count)};
+}
+
+std::vector<nlohmann::json> open_run_records(const std::string& out_dir, const std::string& records,
+                                             const std::string& settings_file, const nlohmann::json& settings, bool resume) {
+  namespace fs = std::filesystem;
+  const fs::path out(out_dir), settings_path = out / settings_file;
+  const std::string path = (out / records).string();
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (!fs::is_directory(out)) throw UsageError(out_dir + ": cannot create output folder");
+  std::vector<nlohmann::json> lines;
+  if (!resume || !fs::exists(settings_path, ec)) {
+    if (resume && fs::exists(path, ec) && fs::file_size(path, ec) > 0)
+      throw UsageError(path + ": records without " + settings_file + "; their settings cannot be checked, use --overwrite");
+    fs::remove(path, ec);
+    write_file_atomic(settings_path.string(), settings.dump(2) + "\n");
+    return lines;
+  }
+  nlohmann::json before;
+  try {
+    before = nlohmann::json::parse(read_file(settings_path.string()));
+  } catch (const std::exception& e) {
+    throw UsageError(settings_path.string() + ": unreadable (" + one_line_message(e) + "); use --overwrite to start over");
+  }
+  const std::string diff = settings_difference(before, settings);
+  if (!diff.empty())
+    throw UsageError(out_dir + ": its records were made with other settings (" + diff + "); use the same flags, or --overwrite to start over");
+  drop_torn_line(path);
+  if (!fs::exists(path, ec)) return lines;
+  std::istringstream text(read_file(path));
+  std::string line;
+  while (std::getline(text, line)) {
+    try {
+      lines.push_back(nlohmann::json::parse(line));
+    } catch (const nlohmann::json::exception&) {
+      // not a record
+    }
+  }
+  return lines;
 }
 
 double max_memory_bytes(const CommonOptions& o) {

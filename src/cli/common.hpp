@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "m2n2/m2n2.hpp"
 
 namespace m2n2::cli {
@@ -85,6 +87,18 @@ void check_range(const char* flag, long long value, long long lo, long long hi);
 // A library message with the field it names first ("temperature must be > 0, got -1")
 // renamed to the flag that sets it ("--temperature must be > 0, got -1").
 std::string flag_message(const std::string& library_message);
+// A --shard value: "I/N", or "auto" for the scheduler's index, read from SLURM_ARRAY_TASK_ID
+// (count from SLURM_ARRAY_TASK_COUNT, or from SLURM_ARRAY_TASK_MIN/MAX and _STEP) or from
+// JOB_COMPLETION_INDEX (Kubernetes Indexed Job, count from `shard_count`). A missing or
+// inconsistent index: UsageError in one line. `shard_count` 0 = not given; "" = {0, 1}.
+std::pair<int, int> resolve_shard(const std::string& spec, int shard_count, const char* flag = "--shard");
+// The records of a batch that can be rerun: OUT/`records` (one JSON line per finished
+// item, appended with append_line_durable) made with the settings in OUT/`settings_file`.
+// With `resume`: a torn last line is dropped, `settings` must equal the recorded ones
+// (UsageError naming the first difference), and the recorded lines are returned. Without:
+// the records start afresh and `settings` is written. Creates OUT.
+std::vector<nlohmann::json> open_run_records(const std::string& out, const std::string& records, const std::string& settings_file,
+                                             const nlohmann::json& settings, bool resume);
 // Runs a subcommand body, mapping exceptions to messages and exit codes.
 int guarded(const std::function<int()>& body);
 

@@ -32,7 +32,6 @@ constexpr const char* kRunSettings = "run.json";  // what the records were made 
 // Everything that changes a run's results, as recorded in run.json and metrics.json
 // and compared by resume and merge.
 nlohmann::json run_settings(const Engine& engine, const BenchmarkOptions& o) {
-  const auto& P = engine.params();
   nlohmann::json j;
   j["protocol"] = to_string(o.protocol);
   j["dataset"] = fs::weakly_canonical(fs::absolute(o.dataset)).string();
@@ -41,18 +40,7 @@ nlohmann::json run_settings(const Engine& engine, const BenchmarkOptions& o) {
   j["max_clicks"] = o.max_clicks;
   j["source"] = engine.source_id();
   j["device"] = o.device_label;
-  j["settings"] = {{"temperature", P.op.temperature},
-                   {"ipf_iterations", P.op.ipf_iterations},
-                   {"precision", to_string(P.op.precision)},
-                   {"markov_threshold", P.markov.threshold},
-                   {"max_iterations", P.markov.max_iterations},
-                   {"interpolation", P.markov.linear_interpolation},
-                   {"jbu_spatial_sigma", P.jbu.spatial_sigma},
-                   {"jbu_range_sigma", P.jbu.range_sigma},
-                   {"flood_fill", P.flood_fill},
-                   {"max_area", P.scoring.max_area},
-                   {"score_terms", {P.scoring.use_prior, P.scoring.use_edge, P.scoring.use_pos, P.scoring.use_neg}},
-                   {"max_side", P.max_side}};
+  j["settings"] = engine_settings(engine);
   return j;
 }
 
@@ -70,19 +58,6 @@ std::string first_difference(const nlohmann::json& a, const nlohmann::json& b) {
       if (x != y) return it.key() + " " + x.dump() + " vs " + y.dump();
     }
   return "";
-}
-
-// Appends one line and makes it durable before returning (a SIGKILL after this
-// never loses the instance; one during the write leaves a torn last line that the
-// reader drops).
-void append_record(const fs::path& path, const std::string& line) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd < 0) throw Error(path.string() + ": cannot open for appending");
-  const std::string s = line + "\n";
-  const ssize_t n = ::write(fd, s.data(), s.size());
-  ::fsync(fd);
-  ::close(fd);
-  if (n != static_cast<ssize_t>(s.size())) throw Error(path.string() + ": write failed");
 }
 
 std::string record_line(const InstanceRecord& rec) {
@@ -186,14 +161,58 @@ std::map<std::string, InstanceRecord> open_records(const BenchmarkOptions& o, co
     const std::string name = e.path().filename().string();
     if (name.size() > 1 && name[0] == '.' && name.find(".tmp") != std::string::npos) fs::remove(e.path(), ec);
   }
-  if (o.resume && fs::exists(rec_path)) {
-    const std::string text = read_file(rec_path.string());
-    if (!text.empty() && text.back() != '\n') fs::resize_file(rec_path, text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
-  }
+  if (o.resume) drop_torn_line(rec_path.string());
   return o.resume ? read_records(rec_path) : std::map<std::string, InstanceRecord>{};
 }
 
 }  // namespace
+
+nlohmann::json engine_settings(const Engine& engine) {
+  const auto& P = engine.params();
+  return {{"temperature", P.op.temperature},
+          {"ipf_iterations", P.op.ipf_iterations},
+          {"precision", to_string(P.op.precision)},
+          {"markov_threshold", P.markov.threshold},
+          {"max_iterations", P.markov.max_iterations},
+          {"interpolation", P.markov.linear_interpolation},
+          {"jbu_spatial_sigma", P.jbu.spatial_sigma},
+          {"jbu_range_sigma", P.jbu.range_sigma},
+          {"flood_fill", P.flood_fill},
+          {"max_area", P.scoring.max_area},
+          {"score_terms", {P.scoring.use_prior, P.scoring.use_edge, P.scoring.use_pos, P.scoring.use_neg}},
+          {"max_side", P.max_side}};
+}
+
+std::string settings_difference(const nlohmann::json& a, const nlohmann::json& b) {
+  for (const auto* s : {&a, &b})
+    for (auto it = s->begin(); it != s->end(); ++it) {
+      const auto x = a.value(it.key(), nlohmann::json()), y = b.value(it.key(), nlohmann::json());
+      if (x == y) continue;
+      if (x.is_object() && y.is_object()) return it.key() + "." + settings_difference(x, y);
+      return it.key() + " " + x.dump() + " vs " + y.dump();
+    }
+  return "";
+}
+
+// Appends one line and makes it durable before returning (a SIGKILL after this
+// never loses the instance; one during the write leaves a torn last line that the
+// reader drops).
+void append_line_durable(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd < 0) throw Error(path + ": cannot open for appending");
+  const std::string s = line + "\n";
+  const ssize_t n = ::write(fd, s.data(), s.size());
+  ::fsync(fd);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(s.size())) throw Error(path + ": write failed");
+}
+
+void drop_torn_line(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  const std::string text = read_file(path);
+  if (!text.empty() && text.back() != '\n') fs::resize_file(path, text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
+}
 
 InstanceRecord evaluate_instance(Session& session, const GroundTruth& gt, Protocol protocol, int max_clicks) {
   if (gt.fg.size() != session.size()) throw Error("mask size differs from the image");
@@ -254,10 +273,16 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
   nlohmann::json info = run_settings(engine, o);
   info["source_label"] = o.source_label;
   info["shard"] = std::to_string(o.shard) + "/" + std::to_string(o.shards);
-  // The settings of the records in out: a resumed run must use the same ones.
+  info["limit"] = o.limit;
+  // The settings of the records in out: a resumed run must use the same ones, its shard
+  // and limit included (a record of another shard is not one of this shard's).
   const fs::path run_path = out / kRunSettings;
   if (o.resume && fs::exists(run_path)) {
-    const std::string diff = first_difference(parse_json_file(run_path), info);
+    const nlohmann::json before = parse_json_file(run_path);
+    std::string diff = first_difference(before, info);
+    for (const char* k : {"shard", "limit"})
+      if (diff.empty() && before.contains(k) && before[k] != info[k])
+        diff = std::string(k) + " " + before[k].dump() + " vs " + info[k].dump();
     if (!diff.empty())
       throw InvalidArgument(o.out + ": its records were made with other settings (" + diff +
                             "); use the same flags, or --overwrite to start over");
@@ -345,7 +370,7 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
       if (cb.error) cb.error(oc.error);
       ++failures;
     } else {
-      append_record(out / kRecords, record_line(oc.rec));
+      append_line_durable((out / kRecords).string(), record_line(oc.rec));
       noc90_sum += number_of_clicks(oc.rec.result.ious, 0.90, o.max_clicks);
       ++noc90_n;
       done[oc.id] = std::move(oc.rec);

@@ -41,6 +41,31 @@ ObjectSpec parse_object(const nlohmann::json& o, size_t index) {
     s.error = "invalid object id (empty, '/' or control characters)";
     return s;
   }
+  if (o.contains("category_id")) {
+    const auto& c = o["category_id"];
+    // Integers that every JSON reader holds exactly (COCO's ids are integers).
+    constexpr long long kMax = 1LL << 53;
+    const bool ok = c.is_number_unsigned() ? c.get<unsigned long long>() <= static_cast<unsigned long long>(kMax)
+                                           : c.is_number_integer() && c.get<long long>() >= 0 && c.get<long long>() <= kMax;
+    if (!ok) {
+      s.error = "\"category_id\" must be an integer in 0..2^53";
+      return s;
+    }
+    s.category_id = c.get<long long>();
+  }
+  if (o.contains("label")) {
+    const auto& l = o["label"];
+    if (!l.is_string() || l.get<std::string>().empty() || l.get<std::string>().size() > 200) {
+      s.error = "\"label\" must be a string of 1 to 200 bytes";
+      return s;
+    }
+    s.label = l.get<std::string>();
+    for (char ch : s.label)
+      if (static_cast<unsigned char>(ch) < 32) {
+        s.error = "\"label\" must not hold control characters";
+        return s;
+      }
+  }
   if (!o.contains("clicks") || !o["clicks"].is_array()) {
     s.error = "\"clicks\" must be a list";
     return s;

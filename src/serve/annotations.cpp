@@ -8,6 +8,8 @@
 #include <opencv2/imgproc.hpp>
 
 #include "m2n2/io/click_file.hpp"
+#include "m2n2/io/export.hpp"
+#include "m2n2/io/rle.hpp"
 #include "m2n2/io/npy.hpp"
 #include "m2n2/io/visuals.hpp"
 
@@ -192,24 +194,35 @@ void AnnotationStore::commit_locked() {
 
 nlohmann::json AnnotationStore::coco(const std::vector<std::string>& names) const {
   std::lock_guard<std::mutex> lock(mu_);
-  nlohmann::json results = nlohmann::json::array();
+  // The export of `segment --export coco-results`, its id rules included: image ids number
+  // `names` from 1, objects without a class share the category "object".
+  std::vector<ExportImage> images;
   for (size_t i = 0; i < names.size(); ++i) {
+    ExportImage im;
+    im.file_name = names[i];
+    im.number = static_cast<long long>(i) + 1;
     auto it = saved_.find(names[i]);
-    if (it == saved_.end()) continue;
-    for (const auto& o : it->second) {
-      const cv::Mat mask = cv::imread(mask_path_locked(names[i], o.id), cv::IMREAD_GRAYSCALE);
-      if (mask.empty()) continue;  // listed from a click file, not saved as a mask yet
-      const cv::Rect box = cv::boundingRect(mask);
-      results.push_back({{"image_id", i + 1},
-                         {"file_name", names[i]},
-                         {"object_id", o.id},
-                         {"category_id", 1},
-                         {"segmentation", rle_json(mask)},
-                         {"area", cv::countNonZero(mask)},
-                         {"bbox", {box.x, box.y, box.width, box.height}},
-                         {"score", 1.0}});
-    }
+    if (it != saved_.end())
+      for (const auto& o : it->second) {
+        std::error_code ec;
+        const std::string mask = mask_path_locked(names[i], o.id);
+        if (!fs::is_regular_file(mask, ec)) continue;  // listed from a click file, not saved as a mask yet
+        im.objects.push_back({o.id, -1, "", mask, 1.0});
+      }
+    images.push_back(std::move(im));
   }
+  nlohmann::json results = coco_results_json(images, assign_export_ids(images));
+  size_t k = 0;  // the results follow the images' objects in order
+  for (const auto& im : images)
+    for (const auto& o : im.objects) {
+      auto& r = results[k++];
+      r["file_name"] = im.file_name;
+      r["object_id"] = o.id;
+      const auto counts = rle_from_string(r["segmentation"]["counts"].get<std::string>());
+      long long area = 0;
+      for (size_t j = 1; j < counts.size(); j += 2) area += counts[j];  // the runs of ones
+      r["area"] = area;
+    }
   return results;
 }
 

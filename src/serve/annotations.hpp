@@ -53,9 +53,10 @@ class AnnotationStore {
   // Forgets an object: its mask goes first, then its record; false if it was not saved.
   bool remove(const std::string& image, const std::string& id);
 
-  // COCO results of every saved object: [{"image_id", "file_name", "object_id",
-  // "category_id": 1, "segmentation": RLE, "area", "bbox", "score": 1}], image ids
-  // numbering `names` from 1.
+  // COCO results of every saved object, written by segment --export's code with its id
+  // rules (m2n2/io/export.hpp): [{"image_id", "category_id", "segmentation": RLE, "score": 1,
+  // "bbox", "file_name", "object_id", "area"}], image ids numbering `names` from 1, the
+  // category "object" (id 1).
   nlohmann::json coco(const std::vector<std::string>& names) const;
 
   std::string click_file() const { return out_dir_ + "/clicks.json"; }

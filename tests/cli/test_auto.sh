@@ -23,6 +23,21 @@ mkdir -p $TMP/imgs && cp $EX/images/*.png $TMP/imgs/
 expect_ok $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/labels --vis $TMP/vis $Q
 check "folder form" test -s $TMP/labels/fruit.png -a -s $TMP/labels/kite.png -a -s $TMP/vis/kite.png
 
+# Shards and reruns: --shard auto from SLURM's variables; a rerun with --resume redoes
+# nothing, and one with another shard or another flag is refused.
+expect_ok env SLURM_ARRAY_TASK_ID=1 SLURM_ARRAY_TASK_COUNT=2 $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/sh $Q --shard auto
+check "--shard auto: image 1 of 2 only" /usr/bin/python3 -c "
+import json; l = [json.loads(x) for x in open('$TMP/out')]; assert [x['image'].endswith('kite.png') for x in l] == [True], l"
+expect_ok $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/sh $Q --shard 1/2 --resume
+check "--resume: nothing left to do" test ! -s $TMP/out
+check "--resume: one record per image" test "$(wc -l < $TMP/sh/auto.jsonl)" = 1
+rm $TMP/sh/kite.png
+expect_ok $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/sh $Q --shard 1/2 --resume
+check "--resume: an image whose labels are gone is labelled again" test -s $TMP/sh/kite.png -a "$(wc -l < $TMP/out)" = 1
+expect_error 2 "shard" $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/sh $Q --shard 0/2 --resume
+expect_error 2 "anchors" $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/sh $Q --shard 1/2 --resume --anchors 8
+expect_error 2 "no scheduler index" $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/sh2 $Q --shard auto
+
 # eval-auto: prediction = GT with labels permuted and one region split -> the
 # Hungarian matching maps the permutation; the split region loses half its pixels.
 /usr/bin/python3 - $TMP <<'PY'

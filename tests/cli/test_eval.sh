@@ -91,6 +91,13 @@ done
 
 # Without --resume or --overwrite an existing run is refused.
 expect_error 2 "use --resume" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 $Q
+# A resumed run is one shard with one limit: another is refused, as other settings are.
+expect_error 2 "shard \"0/1\" vs \"0/2\"" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 --resume --shard 0/2 $Q
+expect_error 2 "limit 0 vs 1" $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 --resume --limit 1 $Q
+# --shard auto reads the scheduler's index: the Kubernetes index 0 of 1 is the whole run.
+expect_ok env JOB_COMPLETION_INDEX=0 $M2N2 eval --dataset $TMP/data/grabcut --out $TMP/g_m2n2 --resume --shard auto --shard-count 1 $Q
+expect_error 2 "shard \"0/1\" vs \"1/2\"" env SLURM_ARRAY_TASK_ID=1 SLURM_ARRAY_TASK_COUNT=2 $M2N2 eval --dataset $TMP/data/grabcut \
+  --out $TMP/g_m2n2 --resume --shard auto $Q
 
 # Crash safety: SIGKILL the run at random moments several times, resume each time;
 # the final metrics equal the uninterrupted run's, no instance is recorded twice, and

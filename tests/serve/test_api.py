@@ -24,6 +24,9 @@ import time
 import cv2
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
+from coco_rle import rle_counts  # noqa: E402
+
 M2N2, ROOT = sys.argv[1], sys.argv[2]
 TMP = tempfile.mkdtemp(prefix="m2n2-serve-")
 ENV = dict(os.environ, M2N2_CACHE_DIR=os.path.join(TMP, "cache"), OMP_NUM_THREADS="2")
@@ -99,22 +102,7 @@ def decode_png(b64):
 
 
 def rle_area(rle):
-    # COCO compressed counts: LEB128-like 5-bit groups with deltas (pycocotools' format).
-    s, counts, i = rle["counts"], [], 0
-    while i < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[i]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            i += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return sum(counts[1::2])
+    return sum(rle_counts(rle["counts"])[1::2])
 
 
 def wait_ready(srv, image):

@@ -59,6 +59,16 @@ BenchmarkOutcome run_benchmark(Engine& engine, const BenchmarkOptions& options, 
 BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const BenchmarkOptions& options,
                                const BenchmarkCallbacks& callbacks);
 
+// The engine settings that change results, as run.json records them under "settings".
+nlohmann::json engine_settings(const Engine& engine);
+// The first key (dotted into objects) in which two settings objects differ, with both
+// values, or "" when they agree.
+std::string settings_difference(const nlohmann::json& a, const nlohmann::json& b);
+// Appends one line and makes it durable before returning: a SIGKILL after it never loses
+// the line; one during the write leaves a torn last line, which drop_torn_line removes.
+void append_line_durable(const std::string& path, const std::string& line);
+void drop_torn_line(const std::string& path);
+
 // Combines shard folders into `out` (settings must agree, instances must not repeat).
 BenchmarkOutcome merge_benchmarks(const std::vector<std::string>& shards, const std::string& out);
 

@@ -13,6 +13,8 @@ namespace m2n2 {
 struct ObjectSpec {
   std::string id;
   std::vector<Click> clicks;
+  long long category_id = -1;  // the object's class for the exports (-1: none given)
+  std::string label;           // its class name ("": none given)
   std::string error;                  // the object cannot be segmented (message)
   std::vector<std::string> warnings;  // e.g. duplicate clicks dropped
 };
