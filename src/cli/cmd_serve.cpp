@@ -94,6 +94,7 @@ void register_serve(CLI::App& app, int& code) {
   sub->add_option("--port", o->serve.port, "Port (0 = any free port; the URL is logged)")->capture_default_str();
   sub->add_option("--max-body", o->max_body, "Largest request body accepted (413 beyond)")->capture_default_str();
   add_common(sub, o->common);
+  add_exif_option(sub);
   sub->get_option("--max-memory")
       ->description("Memory for prepared images: least recently used ones are dropped beyond it (default: half of what is free at start)");
   add_m2n2_flags(sub, o->m2n2);
