@@ -18,7 +18,7 @@ void register_next_click(CLI::App& app, int& code) {
   };
   auto o = std::make_shared<Opt>();
   auto* sub = app.add_subcommand("next-click", "Print the next simulated click {\"x\",\"y\",\"positive\"} of a NoC protocol");
-  sub->add_option("--gt", o->gt, "Ground-truth mask (non-zero = object)")->required();
+  sub->add_option("--gt", o->gt, "Ground-truth mask (non-zero = object; a palette PNG by index: 0 background, 255 void)")->required();
   sub->add_option("--pred", o->pred, "Current prediction (non-zero = object)")->required();
   sub->add_option("--void", o->void_path, "Void mask (non-zero = ignored; used by ritm)");
   sub->add_option("--prev", o->prev, "Earlier clicks X,Y (repeatable; used by ritm)");

@@ -97,7 +97,7 @@ cv::Mat polygons_to_mask(const std::vector<std::vector<double>>& polygons, int h
     throw Error("COCO polygon: " + std::to_string(vertices) + " vertices, more than " +
                 std::to_string(kMaxPolygonVertices));
   double crossings = 0;
-  const double fill_budget = 16.0 * height * width + 1e7;
+  const double fill_budget = 2.0 * height * width + 1e7;
   for (const auto& poly : polygons) {
     const size_t n = poly.size() / 2;
     for (size_t k = 0; k < n; ++k) {

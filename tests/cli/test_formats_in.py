@@ -261,6 +261,19 @@ try:
 except subprocess.TimeoutExpired:
     check(False, "500k-vertex polygon: eval still filling after 120 s")
 
+# A polygon under the vertex cap whose edges sweep a tall image again and again (the fill's
+# cost grows with edges x rows) is refused too, before any fill.
+zig = [v for k in range(60000) for v in ((k * 13) % 4000, 0 if k % 2 else 3999)]
+sweep = {"images": [{"id": 1, "file_name": "im0.png", "height": 4000, "width": 4000}],
+         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [zig]}]}
+json.dump(sweep, open(f"{ref}/sweep.json", "w"))
+try:
+    r = subprocess.run([exe, "eval", "--dataset", f"{ref}/sweep.json", "--out", f"{tmp}/ev_sweep", "--max-clicks", "1", *Q],
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode != 0 and "scanlines" in r.stderr, f"sweeping polygon: {r.returncode} {r.stderr}")
+except subprocess.TimeoutExpired:
+    check(False, "sweeping polygon: eval still filling after 120 s")
+
 # ---- Attention cache: damaged entries are misses, rewritten with a warning; FIFOs not read; 0700/0600.
 cache = f"{tmp}/cache"
 img, obj, band = scene(1, 48, 80)
