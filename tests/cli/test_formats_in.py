@@ -2,11 +2,13 @@
 """Masks, label maps and photos read as their format means (issue 41, input side):
 palette PNGs (VOC and DAVIS-2017 palettes) by index through next-click, eval and
 eval-auto; VOC-layout eval-auto figure; labels >= --classes refused; EXIF orientation 6."""
+import http.client
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 from PIL import Image
@@ -178,6 +180,31 @@ if r.returncode == 0:
     check(m.shape == (40, 24) and m[6, 16] > 0 and m[30, 5] == 0, f"mask in the shown orientation: {m.shape}")
 r = run("segment", "--image", f"{tmp}/photo.jpg", "--click", "6,6,+", "--out", f"{tmp}/raw.png", "--exif", "ignore", *Q)
 check(r.returncode == 0 and np.array(Image.open(f"{tmp}/raw.png")).shape == (24, 40), f"--exif ignore: {r.stderr}")
+# serve: the image it sends (and segments) follows the same rule.
+os.makedirs(f"{tmp}/srv")
+os.link(f"{tmp}/photo.jpg", f"{tmp}/srv/photo.jpg")
+for mode, want_size in (("apply", ("24", "40")), ("ignore", ("40", "24"))):
+    log = open(f"{tmp}/serve_{mode}.log", "w+")
+    proc = subprocess.Popen([exe, "serve", "--images", f"{tmp}/srv", "--out", f"{tmp}/srv_out_{mode}", "--port", "0",
+                             "--exif", mode, "--grid", "16", "--no-cache"], stdout=subprocess.DEVNULL, stderr=log)
+    port, deadline = None, time.monotonic() + 60
+    while port is None and time.monotonic() < deadline and proc.poll() is None:
+        log.flush()
+        for line in open(log.name).read().splitlines():
+            if "serving on http://127.0.0.1:" in line:
+                port = int(line.rsplit(":", 1)[1].split("/")[0])
+        time.sleep(0.1)
+    got = None
+    if port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/api/image?name=photo.jpg")
+        resp = conn.getresponse()
+        resp.read()
+        got = (resp.getheader("X-Image-Width"), resp.getheader("X-Image-Height"))
+        conn.close()
+    proc.terminate()
+    proc.wait(timeout=30)
+    check(got == want_size, f"serve --exif {mode}: image {got}, want {want_size}")
 # eval: the mask is drawn on the shown photo; with --exif ignore the sizes disagree.
 os.makedirs(f"{tmp}/ex/images")
 os.makedirs(f"{tmp}/ex/masks")
