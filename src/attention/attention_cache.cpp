@@ -195,9 +195,17 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
   const std::string key = AttentionCache::key(source, rgb);
   const fs::path index = fs::path(dir_) / (key + ".txt");
   std::error_code ec;
-  if (!dir_.empty() && fs::exists(index, ec)) {
+  // Only regular files are read (a FIFO or device planted in the folder would block or
+  // stream forever); every map is checked as a source's output is (shape, finite values,
+  // rows summing to 1 within fp16 rounding). A bad entry is a miss: recomputed, rewritten.
+  const auto regular = [](const fs::path& p) {
+    std::error_code e;
+    if (!fs::is_regular_file(p, e)) throw Error(p.filename().string() + " is not a regular file");
+    return p.string();
+  };
+  if (!dir_.empty() && fs::exists(fs::symlink_status(index, ec))) {
     try {
-      std::istringstream in(read_file(index.string()));
+      std::istringstream in(read_file(regular(index)));
       std::string line;
       std::getline(in, line);
       if (line != id) throw Error("key collision");
@@ -210,7 +218,8 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
         if (name == "@feature") {  // "@feature NAME KIND LAYER H W DIM" -> KEY_fI.npy
           FeatureMap f;
           if (!(fields >> f.name >> f.kind >> f.layer >> f.h >> f.w >> f.dim)) throw Error("bad feature line");
-          NpyArray arr = read_npy((fs::path(dir_) / (key + "_f" + std::to_string(fi++) + ".npy")).string());
+          NpyArray arr = read_npy(regular(fs::path(dir_) / (key + "_f" + std::to_string(fi++) + ".npy")));
+          if (arr.shape != std::vector<int64_t>{f.rows(), static_cast<int64_t>(f.dim)}) throw Error("feature shape mismatch");
           f.data = std::move(arr.data);
           validate_feature(f, "cache");
           a.features.push_back(std::move(f));
@@ -219,14 +228,16 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
         int h, w;
         float weight;
         if (!(fields >> h >> w >> weight)) throw Error("bad map line");
-        NpyArray arr = read_npy((fs::path(dir_) / (key + "_" + std::to_string(i++) + ".npy")).string());
+        NpyArray arr = read_npy(regular(fs::path(dir_) / (key + "_" + std::to_string(i++) + ".npy")));
         AttentionMap m;
         m.name = name;
         m.h = h;
         m.w = w;
         m.weight = weight;
-        if (arr.size() != static_cast<int64_t>(h) * w * h * w) throw Error("size mismatch");
+        if (h <= 0 || w <= 0 || arr.shape != std::vector<int64_t>{h, w, h, w})
+          throw Error("map shape does not match its " + std::to_string(h) + "x" + std::to_string(w) + " grid");
         m.data = std::move(arr.data);
+        validate_attention(m, "map " + std::to_string(i - 1), 2e-2f);
         a.maps.push_back(std::move(m));
       }
       if (a.maps.empty()) throw Error("empty entry");
@@ -235,8 +246,9 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
       ++hits_;
       fs::last_write_time(index, fs::file_time_type::clock::now(), ec);  // recency for the size cap
       return a;
-    } catch (const Error&) {
-      // A damaged entry is recomputed below.
+    } catch (const Error& e) {
+      if (warn_)
+        warn_("attention cache entry " + key + " is damaged (" + one_line_message(e) + "); recomputing and rewriting it");
     }
   }
   Attention a = source.compute(rgb);
@@ -251,8 +263,13 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
   } else if (!dir_.empty()) {
     if (!cleaned_) remove_stale();
     try {
-      fs::create_directories(dir_, ec);
+      // Attention reveals the images: the folder is made 0700 and entries 0600.
+      if (fs::create_directories(dir_, ec)) fs::permissions(dir_, fs::perms::owner_all, ec);
       if (ec) throw Error(dir_ + ": " + ec.message());
+      const auto owner_only = [](const fs::path& p) {
+        std::error_code e;
+        fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write, e);
+      };
       std::ostringstream idx;
       idx << id << "\n";
       for (size_t i = 0; i < a.maps.size(); ++i) {
@@ -264,6 +281,7 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
         const auto& m = a.maps[i].on_host() ? a.maps[i] : host;
         write_npy((fs::path(dir_) / (key + "_" + std::to_string(i) + ".npy")).string(), m.data.data(),
                   {m.h, m.w, m.h, m.w}, NpyDtype::Float16);
+        owner_only(fs::path(dir_) / (key + "_" + std::to_string(i) + ".npy"));
         std::string name = m.name;
         for (auto& c : name)
           if (c == ' ') c = '_';
@@ -273,12 +291,14 @@ Attention AttentionCache::get(AttentionSource& source, const cv::Mat& rgb) {
         const FeatureMap& f = a.features[i];
         write_npy((fs::path(dir_) / (key + "_f" + std::to_string(i) + ".npy")).string(), f.data.data(),
                   {f.rows(), static_cast<int64_t>(f.dim)}, NpyDtype::Float16);
+        owner_only(fs::path(dir_) / (key + "_f" + std::to_string(i) + ".npy"));
         std::string name = f.name;
         for (auto& c : name)
           if (c == ' ') c = '_';
         idx << "@feature " << name << " " << f.kind << " " << f.layer << " " << f.h << " " << f.w << " " << f.dim << "\n";
       }
       write_file_atomic(index.string(), idx.str());  // written last: marks the entry complete
+      owner_only(index);
       if (max_bytes_ > 0) evict(max_bytes_, key);
     } catch (const Error& e) {
       // An unwritable cache never fails the computation; it is said once.

@@ -67,11 +67,16 @@ void register_eval(CLI::App& app, int& code) {
   sub->add_option("--mask-format", o->run.mask_format, "Folder masks: grabcut (>128 object, 128 void) or davis (>0 object)")
       ->capture_default_str();
   sub->add_option("--limit", o->run.limit, "Evaluate at most this many instances (0 = all)");
+  sub->add_option("--subset", o->run.subset,
+                  "Evaluate a random subset of this many instances (0 = all), drawn as numpy.random.seed(SEED); "
+                  "numpy.random.permutation(n)[:N] over the sorted instances");
+  sub->add_option("--seed", o->run.seed, "Seed of --subset")->capture_default_str();
   sub->add_option("--jobs", o->jobs,
                   "Images evaluated at once, each with its share of --threads and of the memory and an engine of its "
                   "own (CPU); records and metrics in dataset order, as --jobs 1 makes them with one job's share of --threads")
       ->capture_default_str();
   add_common(sub, o->common);
+  add_exif_option(sub);
   add_m2n2_flags(sub, o->m2n2);
   sub->callback([o, &code]() {
     code = guarded([&]() {

@@ -430,6 +430,7 @@ void register_segment(CLI::App& app, int& code) {
                   "masks as --jobs 1 makes them with one job's share of --threads")
       ->capture_default_str();
   add_common(sub, o->common);
+  add_exif_option(sub);
   add_m2n2_flags(sub, o->m2n2);
   sub->callback([o, &code]() {
     code = guarded([&]() {

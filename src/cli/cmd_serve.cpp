@@ -126,6 +126,7 @@ void register_serve(CLI::App& app, int& code) {
   sub->add_option("--allow-host", o->serve.allow_hosts,
                   "Another name the Host header may carry (NAME: any port, NAME:PORT); repeatable. Default: localhost, 127.0.0.1, [::1] and --host");
   add_common(sub, o->common);
+  add_exif_option(sub);
   sub->get_option("--max-memory")
       ->description("Memory for prepared images: least recently used ones are dropped beyond it (default: half of what is free at start)");
   add_m2n2_flags(sub, o->m2n2);

@@ -18,6 +18,7 @@
 #include "m2n2/eval/benchmark.hpp"
 #include "m2n2/io/click_file.hpp"
 #include "m2n2/io/npy.hpp"
+#include "m2n2/io/image_io.hpp"
 
 namespace m2n2::cli {
 
@@ -51,6 +52,15 @@ void add_common(CLI::App* app, CommonOptions& o, bool with_source) {
   app->add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   app->add_flag("-q,--quiet", o.quiet, "Only errors on stderr, no progress bar");
   app->add_option("--max-memory", o.max_memory, "Refuse work needing more memory than this (e.g. 4G)");
+}
+
+void add_exif_option(CLI::App* app) {
+  app->add_option_function<std::string>(
+         "--exif", [](const std::string& s) { set_exif_orientation(parse_exif_orientation(s)); },
+         "JPEG EXIF orientation: apply (clicks and masks refer to the photo as browsers show it) or ignore "
+         "(the stored pixel grid)")
+      ->check(CLI::IsMember({"apply", "ignore"}))
+      ->default_str("apply");
 }
 
 void add_m2n2_flags(CLI::App* app, M2N2Flags& f) {

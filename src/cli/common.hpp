@@ -44,6 +44,8 @@ struct M2N2Flags {
 };
 
 void add_common(CLI::App* app, CommonOptions& o, bool with_source = true);
+// --exif apply|ignore: which pixel grid a JPEG with an EXIF orientation gives (process-wide).
+void add_exif_option(CLI::App* app);
 void add_m2n2_flags(CLI::App* app, M2N2Flags& f);
 // Applies logging level, threads; call first in every subcommand.
 void setup(const CommonOptions& o);

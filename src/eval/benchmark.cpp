@@ -38,6 +38,7 @@ nlohmann::json run_settings(const Engine& engine, const BenchmarkOptions& o) {
   j["images"] = o.images.empty() ? std::string() : fs::weakly_canonical(fs::absolute(o.images)).string();
   j["mask_format"] = o.mask_format;
   j["max_clicks"] = o.max_clicks;
+  if (o.subset > 0) j["subset"] = {{"count", o.subset}, {"seed", o.seed}};
   j["source"] = engine.source_id();
   j["device"] = o.device_label;
   j["settings"] = engine_settings(engine);
@@ -249,7 +250,8 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
   std::vector<Instance> all;
   try {
     conv = parse_convention(o.mask_format);
-    all = read_dataset(o.dataset, o.images, conv);
+    if (o.subset < 0) throw InvalidArgument("--subset must be >= 0");
+    all = select_subset(read_dataset(o.dataset, o.images, conv), static_cast<size_t>(o.subset), o.seed);
   } catch (const InvalidArgument&) {
     throw;
   } catch (const Error& e) {

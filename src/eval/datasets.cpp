@@ -4,6 +4,8 @@
 #include <cctype>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <random>
 
 #include "m2n2/core/error.hpp"
 #include "m2n2/io/image_io.hpp"
@@ -28,10 +30,22 @@ bool is_image_file(const fs::path& p) {
   return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp" || e == ".tif" || e == ".tiff" || e == ".webp";
 }
 
+// The folder layouts in use: ours (images/ + masks/), RITM's GrabCut (data_GT/ +
+// boundary_GT/) and RITM's DAVIS/Berkeley (img/ + gt/). The first pair present is used.
 std::vector<Instance> read_folder(const fs::path& dir, MaskConvention conv) {
-  const fs::path images = dir / "images", masks = dir / "masks";
-  if (!fs::is_directory(images) || !fs::is_directory(masks))
-    throw Error(dir.string() + ": expected a folder with images/ and masks/ (or a COCO JSON file)");
+  static const char* const kLayouts[][2] = {{"images", "masks"}, {"data_GT", "boundary_GT"}, {"img", "gt"}};
+  fs::path images, masks;
+  for (const auto& l : kLayouts) {
+    std::error_code ec;
+    if (fs::is_directory(dir / l[0], ec) && fs::is_directory(dir / l[1], ec)) {
+      images = dir / l[0];
+      masks = dir / l[1];
+      break;
+    }
+  }
+  if (images.empty())
+    throw Error(dir.string() +
+                ": expected a folder with images/ and masks/, data_GT/ and boundary_GT/, or img/ and gt/ (or a COCO JSON file)");
   std::map<std::string, fs::path> mask_by_stem;
   for (const auto& e : fs::directory_iterator(masks))
     if (e.is_regular_file() && is_image_file(e.path())) mask_by_stem[e.path().stem().string()] = e.path();
@@ -69,26 +83,40 @@ std::vector<Instance> parse_coco(const std::string& text, const fs::path& json_p
     std::string file;
     int h, w;
   };
-  std::map<long long, Img> imgs;
+  // Ids are integers (COCO) or strings (the M2N2 reference's prepared files); a string id
+  // becomes an instance id and a CSV field, so it is short and printable, without , or ".
+  const auto id_of = [&](const nlohmann::json& v, const char* what) -> std::optional<std::string> {
+    if (v.is_number_integer()) return std::to_string(v.get<long long>());
+    if (!v.is_string()) return std::nullopt;
+    const std::string& t = v.get_ref<const std::string&>();
+    const bool ok = !t.empty() && t.size() <= 200 && std::none_of(t.begin(), t.end(), [](unsigned char c) {
+      return c < 0x20 || c == 0x7f || c == ',' || c == '"';
+    });
+    if (!ok) throw Error(json_path.string() + ": " + what + " id must be 1-200 printable characters without , or \"");
+    return t;
+  };
+  std::map<std::string, Img> imgs;
   for (const auto& im : j["images"]) {
-    if (!im.is_object() || !im.contains("id") || !im["id"].is_number_integer() || !im.contains("file_name") ||
-        !im["file_name"].is_string())
-      throw Error(json_path.string() + ": image entries need integer \"id\" and string \"file_name\"");
+    const auto id = im.is_object() && im.contains("id") ? id_of(im["id"], "image") : std::nullopt;
+    if (!id || !im.contains("file_name") || !im["file_name"].is_string())
+      throw Error(json_path.string() + ": image entries need an integer or string \"id\" and string \"file_name\"");
     for (const char* k : {"height", "width"})
       if (im.contains(k) && !im[k].is_number_integer())
         throw Error(json_path.string() + ": image height and width must be integers");
     const int h = im.value("height", 0), w = im.value("width", 0);
-    imgs[im["id"].get<long long>()] = {im["file_name"].get<std::string>(), h, w};
+    imgs[*id] = {im["file_name"].get<std::string>(), h, w};
   }
   std::vector<Instance> out;
   for (const auto& a : j["annotations"]) {
-    if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("image_id") ||
-        !a["image_id"].is_number_integer() || !a.contains("segmentation"))
-      throw Error(json_path.string() + ": annotations need integer \"id\", \"image_id\" and \"segmentation\"");
-    auto it = imgs.find(a["image_id"].get<long long>());
-    if (it == imgs.end()) throw Error(json_path.string() + ": annotation " + std::to_string(a["id"].get<long long>()) + " names an unknown image");
+    const auto id = a.is_object() && a.contains("id") ? id_of(a["id"], "annotation") : std::nullopt;
+    const auto image_id = id && a.contains("image_id") ? id_of(a["image_id"], "image") : std::nullopt;
+    if (!image_id || !a.contains("segmentation"))
+      throw Error(json_path.string() +
+                  ": annotations need an integer or string \"id\" and \"image_id\", and \"segmentation\"");
+    auto it = imgs.find(*image_id);
+    if (it == imgs.end()) throw Error(json_path.string() + ": annotation " + *id + " names an unknown image");
     Instance in;
-    in.id = std::to_string(a["id"].get<long long>());
+    in.id = *id;
     in.image_path = (base / it->second.file).string();
     in.coco = a["segmentation"];
     in.coco_h = it->second.h;
@@ -114,6 +142,36 @@ std::vector<Instance> read_dataset(const std::string& dataset, const std::string
   });
   for (size_t i = 1; i < out.size(); ++i)
     if (out[i].id == out[i - 1].id) throw Error(dataset + ": duplicate instance id " + out[i].id);
+  return out;
+}
+
+std::vector<size_t> subset_indices(size_t n, size_t count, uint32_t seed) {
+  // NumPy's legacy draw: RandomState(seed) is MT19937 initialised by init_genrand(seed)
+  // (std::mt19937's own seeding); permutation(n) shuffles 0..n-1 from the back, each
+  // swap index drawn by masked rejection of 32-bit outputs.
+  std::vector<size_t> perm(n);
+  for (size_t i = 0; i < n; ++i) perm[i] = i;
+  std::mt19937 rng(seed);
+  for (size_t i = n; i-- > 1;) {
+    uint64_t mask = i;
+    for (int s = 1; s < 64; s <<= 1) mask |= mask >> s;
+    uint64_t j;
+    do {
+      j = (i <= 0xffffffffULL ? static_cast<uint64_t>(rng()) : (static_cast<uint64_t>(rng()) << 32) | rng()) & mask;
+    } while (j > i);
+    std::swap(perm[i], perm[j]);
+  }
+  perm.resize(std::min(count, n));
+  return perm;
+}
+
+std::vector<Instance> select_subset(std::vector<Instance> all, size_t count, uint32_t seed) {
+  if (count == 0 || count >= all.size()) return all;
+  std::vector<size_t> pick = subset_indices(all.size(), count, seed);
+  std::sort(pick.begin(), pick.end());  // evaluated in dataset order
+  std::vector<Instance> out;
+  out.reserve(pick.size());
+  for (size_t i : pick) out.push_back(std::move(all[i]));
   return out;
 }
 
@@ -180,6 +238,13 @@ GroundTruth load_ground_truth(const Instance& in) {
     g.fg = m != 0;
     g.fg /= 255;
     g.void_mask = cv::Mat::zeros(m.size(), CV_8U);
+    return g;
+  }
+  const LabelImage li = read_label_image(in.mask_path);
+  if (li.palette) {  // by index, whatever the convention: 0 background, 255 void (VOC), others object
+    g.fg = (li.values != 0) & (li.values != 255);
+    g.fg /= 255;
+    g.void_mask = (li.values == 255) / 255;
     return g;
   }
   cv::Mat m = read_mask(in.mask_path);

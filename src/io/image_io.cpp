@@ -2,8 +2,11 @@
 #include "m2n2/io/image_decode.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <spng.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -58,9 +61,17 @@ void check_image_bytes(const std::string& path, const std::string& b, int64_t ma
 }
 
 namespace {
-cv::Mat decode_bytes(const std::string& path, const std::string& bytes, int flags, int64_t max_pixels) {
+std::string checked_bytes(const std::string& path, int64_t max_pixels) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(path + ": no such file");
+  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected an image");
+  std::string bytes = read_file(path);
   if (bytes.empty()) throw Error(path + ": empty file");
   check_image_bytes(path, bytes, max_pixels);
+  return bytes;
+}
+
+cv::Mat decode_bytes(const std::string& path, const std::string& bytes, int flags) {
   cv::Mat img;
   try {
     img = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data())), flags);
@@ -72,10 +83,73 @@ cv::Mat decode_bytes(const std::string& path, const std::string& bytes, int flag
 }
 
 cv::Mat decode(const std::string& path, int flags, int64_t max_pixels = 400000000) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(path + ": no such file");
-  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected an image");
-  return decode_bytes(path, read_file(path), flags, max_pixels);
+  return decode_bytes(path, checked_bytes(path, max_pixels), flags);
+}
+
+bool is_jpeg(const std::string& b) {
+  return b.size() >= 3 && static_cast<unsigned char>(b[0]) == 0xFF && static_cast<unsigned char>(b[1]) == 0xD8;
+}
+
+// PNG colour type 3 (indexed), from IHDR (check_image_bytes has seen the signature).
+bool is_palette_png(const std::string& b) {
+  return b.size() >= 26 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0 && b.compare(12, 4, "IHDR") == 0 &&
+         static_cast<unsigned char>(b[25]) == 3;
+}
+
+// The palette indices of an indexed PNG, decoded by libspng (CV_32S).
+cv::Mat decode_palette_indices(const std::string& path, const std::string& bytes) {
+  std::unique_ptr<spng_ctx, void (*)(spng_ctx*)> ctx(spng_ctx_new(0), spng_ctx_free);
+  if (!ctx) throw Error(path + ": out of memory");
+  auto fail = [&](int rc) { return Error(path + ": cannot decode palette PNG (" + spng_strerror(rc) + ")"); };
+  int rc = spng_set_image_limits(ctx.get(), 1u << 20, 1u << 20);
+  if (!rc) rc = spng_set_chunk_limits(ctx.get(), 64u << 20, 64u << 20);
+  if (!rc) rc = spng_set_png_buffer(ctx.get(), bytes.data(), bytes.size());
+  spng_ihdr ihdr{};
+  if (!rc) rc = spng_get_ihdr(ctx.get(), &ihdr);
+  size_t n = 0;
+  if (!rc) rc = spng_decoded_image_size(ctx.get(), SPNG_FMT_PNG, &n);
+  if (rc) throw fail(rc);
+  const int bd = ihdr.bit_depth, w = static_cast<int>(ihdr.width), h = static_cast<int>(ihdr.height);
+  const size_t stride = (static_cast<size_t>(w) * bd + 7) / 8;
+  if (bd < 1 || bd > 8 || n != stride * static_cast<size_t>(h)) throw Error(path + ": unexpected palette PNG layout");
+  std::vector<unsigned char> buf(n);
+  rc = spng_decode_image(ctx.get(), buf.data(), n, SPNG_FMT_PNG, 0);
+  if (rc) throw fail(rc);
+  cv::Mat out(h, w, CV_32S);
+  const int mask = (1 << bd) - 1;
+  for (int y = 0; y < h; ++y) {
+    const unsigned char* row = buf.data() + static_cast<size_t>(y) * stride;
+    int* o = out.ptr<int>(y);
+    for (int x = 0; x < w; ++x) {  // samples of under 8 bits are packed, most significant first
+      const size_t bit = static_cast<size_t>(x) * bd;
+      o[x] = (row[bit / 8] >> (8 - bd - static_cast<int>(bit % 8))) & mask;
+    }
+  }
+  return out;
+}
+
+std::atomic<ExifOrientation> g_exif{ExifOrientation::Apply};
+}  // namespace
+
+void set_exif_orientation(ExifOrientation mode) { g_exif = mode; }
+ExifOrientation exif_orientation() { return g_exif; }
+ExifOrientation parse_exif_orientation(const std::string& s) {
+  if (s == "apply") return ExifOrientation::Apply;
+  if (s == "ignore") return ExifOrientation::Ignore;
+  throw Error("--exif: expected apply or ignore, got '" + s + "'");
+}
+
+LoadedImage read_rgb(const std::string& path, int64_t max_pixels) { return read_rgb(path, max_pixels, g_exif); }
+
+namespace {
+// The flags that decode an image's bytes as read_rgb shows it: a JPEG's EXIF orientation is
+// applied as browsers and cv::imread show the photo (OpenCV applies it for any flags but
+// IMREAD_UNCHANGED); --exif ignore keeps the stored pixel grid. JPEG samples are 8-bit, one
+// or three channels.
+int rgb_flags(const std::string& bytes, ExifOrientation exif) {
+  return !is_jpeg(bytes)                    ? cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION
+         : exif == ExifOrientation::Apply ? cv::IMREAD_ANYCOLOR
+                                          : cv::IMREAD_ANYCOLOR | cv::IMREAD_IGNORE_ORIENTATION;
 }
 
 // read_rgb's conversion of a decoded image (any depth, 1/3/4 channels) to 8-bit RGB.
@@ -114,16 +188,53 @@ LoadedImage to_rgb(const std::string& path, cv::Mat img, int64_t max_pixels) {
 }
 }  // namespace
 
-LoadedImage read_rgb(const std::string& path, int64_t max_pixels) {
-  return to_rgb(path, decode(path, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION, max_pixels), max_pixels);
+LoadedImage read_rgb(const std::string& path, int64_t max_pixels, ExifOrientation exif) {
+  const std::string bytes = checked_bytes(path, max_pixels);
+  return to_rgb(path, decode_bytes(path, bytes, rgb_flags(bytes, exif)), max_pixels);
 }
 
 LoadedImage decode_rgb(const std::string& name, const std::string& bytes, int64_t max_pixels) {
-  return to_rgb(name, decode_bytes(name, bytes, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION, max_pixels), max_pixels);
+  if (bytes.empty()) throw Error(name + ": empty file");
+  check_image_bytes(name, bytes, max_pixels);
+  return to_rgb(name, decode_bytes(name, bytes, rgb_flags(bytes, g_exif)), max_pixels);
+}
+
+LabelImage read_label_image(const std::string& path) {
+  const std::string bytes = checked_bytes(path, 400000000);
+  LabelImage out;
+  if (is_palette_png(bytes)) {
+    out.values = decode_palette_indices(path, bytes);
+    out.palette = true;
+    return out;
+  }
+  cv::Mat img = decode_bytes(path, bytes, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
+  if (img.channels() > 1) {  // a colour image whose channels agree is grey; otherwise not a label map
+    std::vector<cv::Mat> ch;
+    cv::split(img, ch);
+    for (size_t c = 1; c < ch.size() && c < 3; ++c)
+      if (cv::countNonZero(ch[c] != ch[0]) > 0)
+        throw Error(path + ": a colour image without a palette is not a label map (expected palette or grayscale PNG)");
+    img = ch[0];
+  }
+  if (img.depth() != CV_8U && img.depth() != CV_16U)
+    throw Error(path + ": label maps must be 8- or 16-bit (palette or grayscale)");
+  img.convertTo(out.values, CV_32S);
+  return out;
 }
 
 cv::Mat read_mask(const std::string& path) {
-  cv::Mat img = decode(path, cv::IMREAD_UNCHANGED);
+  const std::string bytes = checked_bytes(path, 400000000);
+  if (is_palette_png(bytes)) {  // index 0 background, 255 void (as 128), any other index object
+    const cv::Mat idx = decode_palette_indices(path, bytes);
+    cv::Mat m(idx.size(), CV_8U);
+    for (int y = 0; y < idx.rows; ++y)
+      for (int x = 0; x < idx.cols; ++x) {
+        const int v = idx.at<int>(y, x);
+        m.at<uint8_t>(y, x) = v == 0 ? 0 : v == 255 ? 128 : 255;
+      }
+    return m;
+  }
+  cv::Mat img = decode_bytes(path, bytes, cv::IMREAD_UNCHANGED);
   if (img.channels() > 1) {
     std::vector<cv::Mat> ch;
     cv::split(img, ch);

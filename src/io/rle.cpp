@@ -1,5 +1,6 @@
 #include "m2n2/io/rle.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <opencv2/imgproc.hpp>
 
@@ -88,6 +89,27 @@ std::vector<uint32_t> rle_from_string(const std::string& s) {
 }
 
 cv::Mat polygons_to_mask(const std::vector<std::vector<double>>& polygons, int height, int width) {
+  // Bounded work: the vertices, and the scanlines the edges cross (clipped to the image),
+  // which is what the scanline fill costs; real annotations are far below both.
+  size_t vertices = 0;
+  for (const auto& poly : polygons) vertices += poly.size() / 2;
+  if (vertices > kMaxPolygonVertices)
+    throw Error("COCO polygon: " + std::to_string(vertices) + " vertices, more than " +
+                std::to_string(kMaxPolygonVertices));
+  double crossings = 0;
+  const double fill_budget = 2.0 * height * width + 1e7;
+  for (const auto& poly : polygons) {
+    const size_t n = poly.size() / 2;
+    for (size_t k = 0; k < n; ++k) {
+      const double a = poly[2 * k + 1], b = poly[2 * ((k + 1) % n) + 1];
+      if (!std::isfinite(a) || !std::isfinite(b)) continue;  // refused below
+      const double top = static_cast<double>(height);
+      crossings += std::fabs(std::clamp(a, -1.0, top) - std::clamp(b, -1.0, top)) + 1;
+    }
+  }
+  if (crossings > fill_budget)
+    throw Error("COCO polygon: edges cross " + std::to_string(static_cast<long long>(crossings)) +
+                " scanlines, more than the fill budget of this image");
   cv::Mat m = cv::Mat::zeros(height, width, CV_8U);
   std::vector<std::vector<cv::Point>> pts;
   for (const auto& poly : polygons) {

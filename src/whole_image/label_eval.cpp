@@ -2,6 +2,8 @@
 // dataset-level Hungarian and majority matching as in unsupervised semantic segmentation.
 #include "m2n2/whole_image/label_eval.hpp"
 
+#include "m2n2/io/image_io.hpp"
+
 #include <algorithm>
 #include <filesystem>
 
@@ -91,19 +93,21 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
   for (const auto& g : gts) {
     const fs::path p = fs::path(pred_dir) / (g.stem().string() + ".png");
     try {
-      cv::Mat gt = cv::imread(g.string(), cv::IMREAD_ANYDEPTH | cv::IMREAD_GRAYSCALE);
-      if (gt.empty()) throw Error(g.string() + ": cannot decode label map");
-      cv::Mat pr = cv::imread(p.string(), cv::IMREAD_ANYDEPTH | cv::IMREAD_GRAYSCALE);
-      if (pr.empty()) throw Error(p.string() + ": missing or unreadable prediction");
+      // Palette PNGs by index, grayscale by value (8- or 16-bit): never by brightness.
+      cv::Mat gt = read_label_image(g.string()).values;
+      std::error_code ec;
+      if (!fs::exists(p, ec)) throw Error(p.string() + ": missing prediction");
+      cv::Mat pr = read_label_image(p.string()).values;
       if (pr.size() != gt.size()) throw Error(p.string() + ": size differs from " + g.string());
-      gt.convertTo(gt, CV_32S);
-      pr.convertTo(pr, CV_32S);
-      if (num_classes <= 0)
-        for (int y = 0; y < gt.rows; ++y)
-          for (int x = 0; x < gt.cols; ++x) {
-            const int v = gt.at<int>(y, x);
-            if (v != ignore) C = std::max(C, v + 1);
-          }
+      for (int y = 0; y < gt.rows; ++y)
+        for (int x = 0; x < gt.cols; ++x) {
+          const int v = gt.at<int>(y, x);
+          if (v == ignore) continue;
+          if (num_classes > 0 && v >= num_classes)
+            throw Error(g.string() + ": label " + std::to_string(v) + " is not below --classes " +
+                        std::to_string(num_classes) + " (" + std::to_string(ignore) + " is ignored)");
+          if (num_classes <= 0) C = std::max(C, v + 1);
+        }
       imgs.push_back({gt, pr, g.stem().string()});
     } catch (const std::exception& e) {
       if (on_error) on_error(one_line_message(e));

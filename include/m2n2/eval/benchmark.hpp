@@ -2,6 +2,7 @@
 // engine, durable per-instance records (resumable, shardable), and the outputs
 // (metrics.json, instances.csv, instances.jsonl, miou_curve.png).
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -32,6 +33,8 @@ struct BenchmarkOptions {
   int max_clicks = 20;
   int shard = 0, shards = 1;  // whole images: every `shards`-th from `shard`
   int limit = 0;              // at most this many instances (0 = all)
+  int subset = 0;             // a seeded random subset of this many instances (0 = all)
+  uint32_t seed = 2024;       // of the subset (select_subset)
   std::string out;            // output folder
   bool resume = false, overwrite = false;
   std::string device_label = "auto";   // recorded in run.json (the --device given)
