@@ -22,6 +22,7 @@ namespace {
 struct AutoOptions {
   CommonOptions common;
   std::string method = "diffseg", image, images, out, vis, stop = "constant";
+  std::string kl_precision = "fp16", labels = "raw", crop = "none";
   DiffSegParams diffseg;
   NcutParams ncut;
   LightClusterRun lightcluster;
@@ -83,6 +84,10 @@ int run_auto(AutoOptions& o) {
   if (o.method != "diffseg" && o.method != "ncut")
     throw UsageError("--method: expected diffseg, ncut or lightcluster, got '" + o.method + "'");
   o.ncut.policy = parse_stop_policy(o.stop);
+  o.diffseg.kl_precision = parse_kl_precision(o.kl_precision);
+  if (o.labels != "raw" && o.labels != "compact") throw UsageError("--labels: expected raw or compact, got '" + o.labels + "'");
+  o.diffseg.raw_labels = o.labels == "raw";
+  if (o.crop != "none" && o.crop != "center") throw UsageError("--crop: expected none or center, got '" + o.crop + "'");
   check_params(o.diffseg);
   check_params(o.ncut);
   CommonOptions common = o.common;
@@ -107,6 +112,7 @@ int run_auto(AutoOptions& o) {
       std::error_code ec;
       if (!o.overwrite && jobs.size() > 1 && fs::exists(outp, ec)) throw Error(outp + ": exists (use --overwrite)");
       LoadedImage li = read_rgb(img);
+      if (o.crop == "center") li.rgb = center_crop_resize(li.rgb, 512);
       auto session = engine->open(li.rgb, img);
       AutoResult r = o.method == "diffseg" ? session->diffseg(o.diffseg) : session->ncut(o.ncut);
       write_png_atomic(outp, r.labels);
@@ -163,6 +169,18 @@ void register_auto(CLI::App& app, int& code) {
   const std::string g1 = "DiffSeg", g2 = "Random-walk NCut";
   sub->add_option("--anchors", o->diffseg.anchors, "Anchor grid M (M×M anchors)")->capture_default_str()->group(g1);
   sub->add_option("--kl-thresholds", o->diffseg.kl_thresholds, "KL threshold per merge iteration")->capture_default_str()->group(g1);
+  sub->add_option("--kl-precision", o->kl_precision,
+                  "Iteration 0's arithmetic: fp16 (the reference's float16, emulated exactly on the CPU) or fp32 "
+                  "(logs clamped at 1e-12; faster)")
+      ->capture_default_str()
+      ->group(g1);
+  sub->add_option("--labels", o->labels, "raw (proposal indices, gaps kept: the reference) or compact (0..K-1)")
+      ->capture_default_str()
+      ->group(g1);
+  sub->add_option("--crop", o->crop,
+                  "center: label the centred square resized to 512×512 (the reference's protocol; the output covers "
+                  "the crop), none: the whole image")
+      ->capture_default_str();
   sub->add_option("--power", o->ncut.power, "k of the power walk P^k")->capture_default_str()->group(g2);
   sub->add_option("--ncut-grid", o->ncut.grid, "Token grid to cut (nearest available)")->capture_default_str()->group(g2);
   sub->add_option("--stop", o->stop, "Stopping policy: constant, null, sweep-mad or parent")->capture_default_str()->group(g2);

@@ -130,7 +130,7 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
       int k_img = 0;
       for (int y = 0; y < im.pred.rows; ++y)
         for (int x = 0; x < im.pred.cols; ++x) k_img = std::max(k_img, im.pred.at<int>(y, x) + 1);
-      const int cols = std::max(C, k_img + 1);
+      const int cols = std::max(C, k_img);  // the reference: max(n_classes, max label + 1)
       std::vector<double> hist(static_cast<size_t>(C) * cols, 0);
       confusion(im, cols, hist);
       score(hist, C, cols, assign(hist, C, cols, false), TP, FP, FN);

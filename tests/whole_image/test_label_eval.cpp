@@ -89,3 +89,17 @@ TEST(LabelEval, IgnoredPixelsAndMatchingNames) {
   EXPECT_EQ(parse_label_matching("majority"), LabelMatching::Majority);
   EXPECT_THROW(parse_label_matching("best"), InvalidArgument);
 }
+
+// The per-image confusion matrix has max(classes, largest label + 1) columns, as the
+// reference's, so absent class 1 must take predicted label 1 (IoU 0, not 0/0 dropped).
+// GT: all class 0; predicted 0 on 6 columns, 1 on 4. hist = [[60, 40], [0, 0]]:
+// class 0 -> label 0 (TP 60, FN 40), class 1 -> label 1 (FP 40), mIoU (0.6 + 0) / 2.
+TEST(LabelEval, PerImageHungarianHasNoSpareColumn) {
+  const Toy t = write_toy({{columns({0, 0, 0, 0, 0, 0, 0, 0, 0, 0}), columns({0, 0, 0, 0, 0, 0, 1, 1, 1, 1})}});
+  const auto m = run(t, 2, LabelMatching::Image).metrics;
+  EXPECT_NEAR(m["iou_per_class"][0].get<double>(), 0.6, 1e-12);
+  ASSERT_FALSE(m["iou_per_class"][1].is_null());
+  EXPECT_NEAR(m["iou_per_class"][1].get<double>(), 0.0, 1e-12);
+  EXPECT_NEAR(m["mIoU"].get<double>(), 0.3, 1e-12);
+  EXPECT_NEAR(m["pixel_accuracy"].get<double>(), 0.6, 1e-12);
+}
