@@ -22,7 +22,7 @@ namespace {
 struct AutoOptions {
   CommonOptions common;
   std::string method = "diffseg", image, images, out, vis, stop = "constant";
-  std::string kl_precision = "fp16", labels = "raw", crop = "none";
+  std::string kl_precision = "fp16", labels = "raw", crop = "none", graph = "transition";
   DiffSegParams diffseg;
   NcutParams ncut;
   LightClusterRun lightcluster;
@@ -84,6 +84,7 @@ int run_auto(AutoOptions& o) {
   if (o.method != "diffseg" && o.method != "ncut")
     throw UsageError("--method: expected diffseg, ncut or lightcluster, got '" + o.method + "'");
   o.ncut.policy = parse_stop_policy(o.stop);
+  o.ncut.graph = parse_ncut_graph(o.graph);
   o.diffseg.kl_precision = parse_kl_precision(o.kl_precision);
   if (o.labels != "raw" && o.labels != "compact") throw UsageError("--labels: expected raw or compact, got '" + o.labels + "'");
   o.diffseg.raw_labels = o.labels == "raw";
@@ -144,10 +145,10 @@ int run_auto(AutoOptions& o) {
 }
 
 int run_eval_auto(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore,
-                  const std::string& matching) {
+                  const std::string& matching, const std::string& protocol) {
   check_range("--classes", num_classes, 0, 65536);
-  const LabelEvaluation r =
-      evaluate_label_maps(pred_dir, gt_dir, num_classes, ignore, log_error, parse_label_matching(matching));
+  const LabelEvaluation r = evaluate_label_maps(pred_dir, gt_dir, num_classes, ignore, log_error,
+                                                parse_label_matching(matching), parse_label_protocol(protocol));
   std::cout << r.metrics.dump() << "\n";
   spdlog::info("pixel accuracy {:.4f}, mIoU {:.4f} over {} images", r.metrics["pixel_accuracy"].get<double>(),
                r.metrics["mIoU"].get<double>(), r.metrics["images"].get<size_t>());
@@ -183,6 +184,12 @@ void register_auto(CLI::App& app, int& code) {
       ->capture_default_str();
   sub->add_option("--power", o->ncut.power, "k of the power walk P^k")->capture_default_str()->group(g2);
   sub->add_option("--ncut-grid", o->ncut.grid, "Token grid to cut (nearest available)")->capture_default_str()->group(g2);
+  sub->add_option("--graph", o->graph,
+                  "Graph to cut: transition (the symmetrised walk on P^k) or similarity (cosine of the rows of P^k, "
+                  "min-max scaled, ^alpha)")
+      ->capture_default_str()
+      ->group(g2);
+  sub->add_option("--alpha", o->ncut.alpha, "Exponent of the similarity graph (DiffCut's 10)")->capture_default_str()->group(g2);
   sub->add_option("--stop", o->stop, "Stopping policy: constant, null, sweep-mad or parent")->capture_default_str()->group(g2);
   const std::string g3 = "LightCluster (--method lightcluster; spec choices, see README)";
   auto& lc = o->lightcluster;
@@ -225,7 +232,7 @@ void register_auto(CLI::App& app, int& code) {
 
   struct EvOpt {
     CommonOptions common;
-    std::string pred, gt, matching = "image";
+    std::string pred, gt, matching = "image", protocol = "none";
     int classes = 0, ignore = 255;
   };
   auto eo = std::make_shared<EvOpt>();
@@ -238,11 +245,16 @@ void register_auto(CLI::App& app, int& code) {
                  "image: Hungarian per image (DiffSeg); dataset: one Hungarian over the dataset (unsupervised semantic "
                  "segmentation); majority: each label to its most overlapped class")
       ->capture_default_str();
+  ev->add_option("--protocol", eo->protocol,
+                 "cocostuff27 or cityscapes27: GT fine labels mapped to the 27 coarse classes (others ignored), GT "
+                 "centre-cropped to 512×512 (nearest); predictions 512×512 (auto --crop center) or at the GT's size "
+                 "(cropped alike). none: labels as they are")
+      ->capture_default_str();
   add_common(ev, eo->common, false);
   ev->callback([eo, &code]() {
     code = guarded([&]() {
       setup(eo->common);
-      return run_eval_auto(eo->pred, eo->gt, eo->classes, eo->ignore, eo->matching);
+      return run_eval_auto(eo->pred, eo->gt, eo->classes, eo->ignore, eo->matching, eo->protocol);
     });
   });
 }

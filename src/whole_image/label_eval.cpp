@@ -74,7 +74,13 @@ std::vector<std::vector<int>> assign(const std::vector<double>& hist, int C, int
 }  // namespace
 
 LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore,
-                                    const std::function<void(const std::string&)>& on_error, LabelMatching matching) {
+                                    const std::function<void(const std::string&)>& on_error, LabelMatching matching,
+                                    LabelProtocol protocol) {
+  if (protocol != LabelProtocol::None) {
+    if (num_classes != 0 && num_classes != kProtocolClasses)
+      throw InvalidArgument("--classes: " + to_string(protocol) + " has 27 classes, got " + std::to_string(num_classes));
+    num_classes = kProtocolClasses;
+  }
   if (!fs::is_directory(pred_dir)) throw InvalidArgument(pred_dir + ": not a folder");
   if (!fs::is_directory(gt_dir)) throw InvalidArgument(gt_dir + ": not a folder");
   std::vector<fs::path> gts;
@@ -94,9 +100,11 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
       if (gt.empty()) throw Error(g.string() + ": cannot decode label map");
       cv::Mat pr = cv::imread(p.string(), cv::IMREAD_ANYDEPTH | cv::IMREAD_GRAYSCALE);
       if (pr.empty()) throw Error(p.string() + ": missing or unreadable prediction");
-      if (pr.size() != gt.size()) throw Error(p.string() + ": size differs from " + g.string());
+      if (protocol == LabelProtocol::None && pr.size() != gt.size())
+        throw Error(p.string() + ": size differs from " + g.string());
       gt.convertTo(gt, CV_32S);
       pr.convertTo(pr, CV_32S);
+      apply_label_protocol(protocol, gt, pr, p.string());
       if (num_classes <= 0)
         for (int y = 0; y < gt.rows; ++y)
           for (int x = 0; x < gt.cols; ++x) {
@@ -163,6 +171,7 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
                       {"mIoU", iou_n ? iou_sum / iou_n : 0.0},
                       {"iou_per_class", per_class},
                       {"matching", to_string(matching)},
+                      {"protocol", to_string(protocol)},
                       {"matching_rule",
                        matching == LabelMatching::Image
                            ? "per image, Hungarian (SciPy tie-breaking); unmatched predicted segments are not FP; "

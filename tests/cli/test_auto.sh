@@ -40,6 +40,11 @@ expect_error 2 "kl-precision" $M2N2 auto --method diffseg --image $EX/images/kit
 expect_error 2 "labels" $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/x.png --labels sparse $Q
 expect_error 2 "crop" $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/x.png --crop left $Q
 
+expect_ok $M2N2 auto --method ncut --graph similarity --image $EX/images/kite.png --out $TMP/ns.png $Q
+check "ncut --graph similarity" /usr/bin/python3 -c "
+import json; j = json.loads(open('$TMP/out').read()); assert j['meta']['graph'] == 'similarity' and j['segments'] >= 1, j"
+expect_error 2 "graph" $M2N2 auto --method ncut --image $EX/images/kite.png --out $TMP/x.png --graph features $Q
+
 mkdir -p $TMP/imgs && cp $EX/images/*.png $TMP/imgs/
 expect_ok $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/labels --vis $TMP/vis $Q
 check "folder form" test -s $TMP/labels/fruit.png -a -s $TMP/labels/kite.png -a -s $TMP/vis/kite.png
@@ -70,6 +75,11 @@ check "eval-auto --matching majority" /usr/bin/python3 -c "
 import json; m = json.loads(open('$TMP/out').read())
 assert m['matching'] == 'majority' and abs(m['mIoU'] - 1.0) < 1e-9 and abs(m['pixel_accuracy'] - 1.0) < 1e-9, m"
 expect_error 2 "matching" $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --matching best
+expect_error 2 "protocol" $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --protocol ade20k
+# The protocol wants 512×512 predictions (or the GT's size): the 10×20 toy is scored as cropped.
+expect_ok $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --protocol cityscapes27
+check "eval-auto --protocol names itself and has 27 classes" /usr/bin/python3 -c "
+import json; m = json.loads(open('$TMP/out').read()); assert m['protocol'] == 'cityscapes27' and m['classes'] == 27, m"
 # LightCluster on a folder through the tiny ViT archive (format m2n2-attention/2): label
 # maps for every image, the model file; with the embedded default source (no features),
 # one line naming the missing kind, exit 2.
