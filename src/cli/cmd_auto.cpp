@@ -94,7 +94,10 @@ int run_auto(AutoOptions& o) {
   CommonOptions common = o.common;
   // Whole-image methods want attention that spans each region, not M2N2's local
   // walk: the default source runs with a global kernel unless settings are given.
-  if (common.source == "default") common.source = "default:" + std::string(kWholeImageSettings);
+  // DiffSeg takes its single finest map (grid 48): its 4-level pyramid merged flat
+  // regions that this map separates (docs/whole-image.md gives the measurement).
+  if (common.source == "default")
+    common.source = "default:" + std::string(kWholeImageSettings) + (o.method == "diffseg" ? ",levels=1" : "");
   auto engine = make_engine(common, M2N2Flags());
   std::vector<std::pair<std::string, std::string>> jobs;  // image, output
   if (!o.image.empty()) {

@@ -21,6 +21,16 @@ assert j['segments'] >= 2
 assert l[110, 230] != l[20, 20], 'kite and sky share a label'"
   check "$method: visualisation" test -s $TMP/${method}_vis.png
 done
+# The default source for DiffSeg: on the three-region scene where its 4-level pyramid merged
+# two regions (2 segments), the single grid-48 map it now uses separates all three.
+/usr/bin/python3 $ROOT/scripts/diffseg_flat_scenes.py $TMP/flat 1 0
+expect_ok $M2N2 auto --method diffseg --images $TMP/flat/images --out $TMP/flat/pred --no-cache -q
+check "diffseg, default source: three flat regions, three segments" /usr/bin/python3 -c "
+import json; j = json.loads(open('$TMP/out').read()); assert j['segments'] == 3, j"
+expect_ok $M2N2 eval-auto --pred $TMP/flat/pred --gt $TMP/flat/gt -q
+check "diffseg, default source: mIoU on the three-region scene" /usr/bin/python3 -c "
+import json; m = json.loads(open('$TMP/out').read()); assert m['mIoU'] > 0.8, m"
+
 # DiffSeg's reference settings and their departures.
 expect_ok $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/dc.png --labels compact --crop center \
   --kl-precision fp32 $Q
