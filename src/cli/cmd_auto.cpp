@@ -26,6 +26,7 @@ namespace {
 struct AutoOptions {
   CommonOptions common;
   std::string method = "diffseg", image, images, out, vis, stop = "constant";
+  std::string kl_precision = "fp16", labels = "raw", crop = "none", graph = "transition";
   DiffSegParams diffseg;
   NcutParams ncut;
   LightClusterRun lightcluster;
@@ -94,12 +95,20 @@ int run_auto(AutoOptions& o) {
   if (o.method != "diffseg" && o.method != "ncut")
     throw UsageError("--method: expected diffseg, ncut or lightcluster, got '" + o.method + "'");
   o.ncut.policy = parse_stop_policy(o.stop);
+  o.ncut.graph = parse_ncut_graph(o.graph);
+  o.diffseg.kl_precision = parse_kl_precision(o.kl_precision);
+  if (o.labels != "raw" && o.labels != "compact") throw UsageError("--labels: expected raw or compact, got '" + o.labels + "'");
+  o.diffseg.raw_labels = o.labels == "raw";
+  if (o.crop != "none" && o.crop != "center") throw UsageError("--crop: expected none or center, got '" + o.crop + "'");
   check_params(o.diffseg);
   check_params(o.ncut);
   CommonOptions common = o.common;
   // Whole-image methods want attention that spans each region, not M2N2's local
   // walk: the default source runs with a global kernel unless settings are given.
-  if (common.source == "default") common.source = "default:" + std::string(kWholeImageSettings);
+  // DiffSeg takes its single finest map (grid 48): its 4-level pyramid merged flat
+  // regions that this map separates (docs/whole-image.md gives the measurement).
+  if (common.source == "default")
+    common.source = "default:" + std::string(kWholeImageSettings) + (o.method == "diffseg" ? ",levels=1" : "");
   auto engine = make_engine(common, M2N2Flags());
   std::vector<std::pair<std::string, std::string>> jobs;  // image, output
   std::map<std::string, nlohmann::json> done;             // image -> record of an earlier run (--resume)
@@ -151,6 +160,7 @@ int run_auto(AutoOptions& o) {
       std::error_code ec;
       if (!o.overwrite && !o.resume && o.image.empty() && fs::exists(outp, ec)) throw Error(outp + ": exists (use --overwrite)");
       LoadedImage li = read_rgb(img);
+      if (o.crop == "center") li.rgb = center_crop_resize(li.rgb, 512);
       auto session = engine->open(li.rgb, img);
       AutoResult r = o.method == "diffseg" ? session->diffseg(o.diffseg) : session->ncut(o.ncut);
       write_png_atomic(outp, r.labels);
@@ -184,10 +194,10 @@ int run_auto(AutoOptions& o) {
 }
 
 int run_eval_auto(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore,
-                  const std::string& matching) {
+                  const std::string& matching, const std::string& protocol) {
   check_range("--classes", num_classes, 0, 65536);
-  const LabelEvaluation r =
-      evaluate_label_maps(pred_dir, gt_dir, num_classes, ignore, log_error, parse_label_matching(matching));
+  const LabelEvaluation r = evaluate_label_maps(pred_dir, gt_dir, num_classes, ignore, log_error,
+                                                parse_label_matching(matching), parse_label_protocol(protocol));
   std::cout << r.metrics.dump() << "\n";
   spdlog::info("pixel accuracy {:.4f}, mIoU {:.4f} over {} images", r.metrics["pixel_accuracy"].get<double>(),
                r.metrics["mIoU"].get<double>(), r.metrics["images"].get<size_t>());
@@ -215,8 +225,26 @@ void register_auto(CLI::App& app, int& code) {
   const std::string g1 = "DiffSeg", g2 = "Random-walk NCut";
   sub->add_option("--anchors", o->diffseg.anchors, "Anchor grid M (M×M anchors)")->capture_default_str()->group(g1);
   sub->add_option("--kl-thresholds", o->diffseg.kl_thresholds, "KL threshold per merge iteration")->capture_default_str()->group(g1);
+  sub->add_option("--kl-precision", o->kl_precision,
+                  "Iteration 0's arithmetic: fp16 (the reference's float16, emulated exactly on the CPU) or fp32 "
+                  "(logs clamped at 1e-12; faster)")
+      ->capture_default_str()
+      ->group(g1);
+  sub->add_option("--labels", o->labels, "raw (proposal indices, gaps kept: the reference) or compact (0..K-1)")
+      ->capture_default_str()
+      ->group(g1);
+  sub->add_option("--crop", o->crop,
+                  "center: label the centred square resized to 512×512 (the reference's protocol; the output covers "
+                  "the crop), none: the whole image")
+      ->capture_default_str();
   sub->add_option("--power", o->ncut.power, "k of the power walk P^k")->capture_default_str()->group(g2);
   sub->add_option("--ncut-grid", o->ncut.grid, "Token grid to cut (nearest available)")->capture_default_str()->group(g2);
+  sub->add_option("--graph", o->graph,
+                  "Graph to cut: transition (the symmetrised walk on P^k) or similarity (cosine of the rows of P^k, "
+                  "min-max scaled, ^alpha)")
+      ->capture_default_str()
+      ->group(g2);
+  sub->add_option("--alpha", o->ncut.alpha, "Exponent of the similarity graph (DiffCut's 10)")->capture_default_str()->group(g2);
   sub->add_option("--stop", o->stop, "Stopping policy: constant, null, sweep-mad or parent")->capture_default_str()->group(g2);
   const std::string g3 = "LightCluster (--method lightcluster; spec choices, see README)";
   auto& lc = o->lightcluster;
@@ -272,7 +300,7 @@ void register_auto(CLI::App& app, int& code) {
 
   struct EvOpt {
     CommonOptions common;
-    std::string pred, gt, matching = "image";
+    std::string pred, gt, matching = "image", protocol = "none";
     int classes = 0, ignore = 255;
   };
   auto eo = std::make_shared<EvOpt>();
@@ -285,11 +313,16 @@ void register_auto(CLI::App& app, int& code) {
                  "image: Hungarian per image (DiffSeg); dataset: one Hungarian over the dataset (unsupervised semantic "
                  "segmentation); majority: each label to its most overlapped class")
       ->capture_default_str();
+  ev->add_option("--protocol", eo->protocol,
+                 "cocostuff27 or cityscapes27: GT fine labels mapped to the 27 coarse classes (others ignored), GT "
+                 "centre-cropped to 512×512 (nearest); predictions 512×512 (auto --crop center) or at the GT's size "
+                 "(cropped alike). none: labels as they are")
+      ->capture_default_str();
   add_common(ev, eo->common, false);
   ev->callback([eo, &code]() {
     code = guarded([&]() {
       setup(eo->common);
-      return run_eval_auto(eo->pred, eo->gt, eo->classes, eo->ignore, eo->matching);
+      return run_eval_auto(eo->pred, eo->gt, eo->classes, eo->ignore, eo->matching, eo->protocol);
     });
   });
 }

@@ -250,7 +250,7 @@ BenchmarkOutcome run_benchmark(const std::vector<Engine*>& engines, const Benchm
   std::vector<Instance> all;
   try {
     conv = parse_convention(o.mask_format);
-    if (o.subset < 0) throw InvalidArgument("--subset must be >= 0");
+    check::at_least("subset", o.subset, 0);
     all = select_subset(read_dataset(o.dataset, o.images, conv), static_cast<size_t>(o.subset), o.seed);
   } catch (const InvalidArgument&) {
     throw;

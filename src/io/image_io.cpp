@@ -1,4 +1,5 @@
 #include "m2n2/io/image_io.hpp"
+#include "core/check.hpp"
 #include "m2n2/io/image_decode.hpp"
 
 #include <algorithm>
@@ -136,7 +137,7 @@ ExifOrientation exif_orientation() { return g_exif; }
 ExifOrientation parse_exif_orientation(const std::string& s) {
   if (s == "apply") return ExifOrientation::Apply;
   if (s == "ignore") return ExifOrientation::Ignore;
-  throw Error("--exif: expected apply or ignore, got '" + s + "'");
+  check::not_one_of("exif", s, {"apply", "ignore"});
 }
 
 LoadedImage read_rgb(const std::string& path, int64_t max_pixels) { return read_rgb(path, max_pixels, g_exif); }

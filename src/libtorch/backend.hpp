@@ -57,6 +57,10 @@ class TorchBackend {
                                                       const std::vector<int64_t>& anchors, double log_floor,
                                                       double kl_threshold) = 0;
   virtual Bipartition rw_ncut_bipartition(const std::vector<double>& P, int n, int sweep) = 0;
+  // NCut bipartition of a symmetric affinity W (degrees = row sums).
+  virtual Bipartition graph_ncut_bipartition(const std::vector<double>& W, int n, int sweep) = 0;
+  // DiffCut's affinity of the rows of F (n×dim): cosine, min-max scaled, ^alpha (n×n).
+  virtual std::vector<double> cosine_affinity(const std::vector<double>& F, int n, int dim, double alpha) = 0;
   // P^power by repeated squaring with rows renormalised (n×n).
   virtual std::vector<double> power_walk(const std::vector<float>& P, int n, int power) = 0;
 };

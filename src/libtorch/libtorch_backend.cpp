@@ -47,6 +47,12 @@ class LibTorchBackend final : public TorchBackend {
   Bipartition rw_ncut_bipartition(const std::vector<double>& P, int n, int sweep) override {
     return rw_ncut_bipartition_libtorch(P, n, sweep);
   }
+  Bipartition graph_ncut_bipartition(const std::vector<double>& W, int n, int sweep) override {
+    return graph_ncut_bipartition_libtorch(W, n, sweep);
+  }
+  std::vector<double> cosine_affinity(const std::vector<double>& F, int n, int dim, double alpha) override {
+    return cosine_affinity_libtorch(F, n, dim, alpha);
+  }
   std::vector<double> power_walk(const std::vector<float>& P, int n, int power) override {
     return power_walk_libtorch(P, n, power);
   }

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <map>
 
+#include <opencv2/imgproc.hpp>
+
 #include "libtorch/backend.hpp"
 #include "m2n2/core/error.hpp"
 #include "m2n2/interactive/upsampling.hpp"
@@ -105,10 +107,28 @@ std::vector<std::vector<float>> merge_proposals(const std::vector<std::vector<fl
   return out;
 }
 
+KlPrecision parse_kl_precision(const std::string& s) {
+  if (s == "fp16") return KlPrecision::Fp16;
+  if (s == "fp32") return KlPrecision::Fp32;
+  check::not_one_of("kl_precision", s, {"fp16", "fp32"});
+}
+
+std::string to_string(KlPrecision p) { return p == KlPrecision::Fp16 ? "fp16" : "fp32"; }
+
 void check_params(const DiffSegParams& p) {
   check::in_range("anchors", p.anchors, 1, 64);
   if (p.kl_thresholds.empty()) throw InvalidArgument("kl_thresholds needs at least one value");
   for (double k : p.kl_thresholds) check::non_negative("kl_thresholds", k);
+}
+
+cv::Mat center_crop_resize(const cv::Mat& image, int size) {
+  if (image.empty() || size < 1) throw InvalidArgument("center crop: empty image or size");
+  const int c = std::min(image.rows, image.cols);
+  const cv::Mat square = image(cv::Rect((image.cols - c) / 2, (image.rows - c) / 2, c, c));
+  if (c == size) return square.clone();
+  cv::Mat out;
+  cv::resize(square, out, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
+  return out;
 }
 
 AutoResult diffseg(const Attention& att, int H, int W, const DiffSegParams& p) {
@@ -128,9 +148,18 @@ AutoResult diffseg(const Attention& att, int H, int W, const DiffSegParams& p) {
   for (int y : coords)
     for (int x : coords) anchor_idx.push_back(static_cast<int64_t>(y) * A.w + x);
 
-  // Iteration 0 (anchors against every token's map) in LibTorch.
+  // Iteration 0 (anchors against every token's map): the reference's float16, or
+  // float32 in LibTorch's GEMM form.
+  const bool fp16 = p.kl_precision == KlPrecision::Fp16;
+  int64_t underflow = 0;
   const std::vector<float> P =
-      detail::torch_backend().diffseg_anchor_proposals(A.data.data(), N, anchor_idx, p.log_floor, p.kl_thresholds[0]);
+      fp16 ? diffseg_anchor_proposals_fp16(A.data.data(), N, anchor_idx, p.kl_thresholds[0], &underflow)
+           : detail::torch_backend().diffseg_anchor_proposals(A.data.data(), N, anchor_idx, p.log_floor,
+                                                               p.kl_thresholds[0]);
+  res.meta["kl_precision"] = to_string(p.kl_precision);
+  if (fp16) res.meta["fp16_underflow_maps"] = std::to_string(underflow) + " of " + std::to_string(N);
+  // A NaN proposal matches nothing in iteration 1 (NaN < τ is false), so the reference
+  // drops it there; it is dropped here at once.
   std::vector<std::vector<float>> props;
   for (size_t a = 0; a < anchor_idx.size(); ++a) {
     const float* r = P.data() + a * static_cast<size_t>(N);
@@ -138,7 +167,10 @@ AutoResult diffseg(const Attention& att, int H, int W, const DiffSegParams& p) {
     for (int64_t j = 0; j < N && ok; ++j) ok = std::isfinite(r[j]);
     if (ok) props.emplace_back(r, r + N);
   }
-  for (size_t it = 1; it < p.kl_thresholds.size(); ++it) props = merge_proposals(props, p.kl_thresholds[it], p.log_floor);
+  // Later iterations in float64 as the reference; with fp16 its logs are unclamped
+  // (a proposal with a zero entry then matches nothing, as there).
+  const double floor = fp16 ? 0.0 : p.log_floor;
+  for (size_t it = 1; it < p.kl_thresholds.size(); ++it) props = merge_proposals(props, p.kl_thresholds[it], floor);
   // Upsample each proposal to the image and assign pixels by argmax.
   cv::Mat best(H, W, CV_32F, cv::Scalar(-1.0f));
   cv::Mat labels = cv::Mat::zeros(H, W, CV_16U);
@@ -156,15 +188,17 @@ AutoResult diffseg(const Attention& att, int H, int W, const DiffSegParams& p) {
         }
     }
   }
-  // Compact labels to 0..K-1 in order of first appearance of each used proposal.
+  // Raw: the proposal indices, gaps included (the reference). Compact: 0..K-1 in
+  // order of first appearance of each used proposal.
   std::map<uint16_t, uint16_t> remap;
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
       uint16_t& l = labels.at<uint16_t>(y, x);
       auto it = remap.find(l);
       if (it == remap.end()) it = remap.emplace(l, static_cast<uint16_t>(remap.size())).first;
-      l = it->second;
+      if (!p.raw_labels) l = it->second;
     }
+  res.meta["labels"] = p.raw_labels ? "raw" : "compact";
   res.labels = labels;
   res.segments = static_cast<int>(remap.size());
   res.meta["proposals"] = std::to_string(props.size());

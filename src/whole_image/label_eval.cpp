@@ -77,7 +77,13 @@ std::vector<std::vector<int>> assign(const std::vector<double>& hist, int C, int
 }  // namespace
 
 LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::string& gt_dir, int num_classes, int ignore,
-                                    const std::function<void(const std::string&)>& on_error, LabelMatching matching) {
+                                    const std::function<void(const std::string&)>& on_error, LabelMatching matching,
+                                    LabelProtocol protocol) {
+  if (protocol != LabelProtocol::None) {
+    if (num_classes != 0 && num_classes != kProtocolClasses)
+      throw InvalidArgument("classes: " + to_string(protocol) + " has 27 classes, got " + std::to_string(num_classes));
+    num_classes = kProtocolClasses;
+  }
   if (!fs::is_directory(pred_dir)) throw InvalidArgument(pred_dir + ": not a folder");
   if (!fs::is_directory(gt_dir)) throw InvalidArgument(gt_dir + ": not a folder");
   std::vector<fs::path> gts;
@@ -98,7 +104,9 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
       std::error_code ec;
       if (!fs::exists(p, ec)) throw Error(p.string() + ": missing prediction");
       cv::Mat pr = read_label_image(p.string()).values;
-      if (pr.size() != gt.size()) throw Error(p.string() + ": size differs from " + g.string());
+      if (protocol == LabelProtocol::None && pr.size() != gt.size())
+        throw Error(p.string() + ": size differs from " + g.string());
+      apply_label_protocol(protocol, gt, pr, p.string());
       for (int y = 0; y < gt.rows; ++y)
         for (int x = 0; x < gt.cols; ++x) {
           const int v = gt.at<int>(y, x);
@@ -135,7 +143,7 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
       int k_img = 0;
       for (int y = 0; y < im.pred.rows; ++y)
         for (int x = 0; x < im.pred.cols; ++x) k_img = std::max(k_img, im.pred.at<int>(y, x) + 1);
-      const int cols = std::max(C, k_img + 1);
+      const int cols = std::max(C, k_img);  // the reference: max(n_classes, max label + 1)
       std::vector<double> hist(static_cast<size_t>(C) * cols, 0);
       confusion(im, cols, hist);
       score(hist, C, cols, assign(hist, C, cols, false), TP, FP, FN);
@@ -168,6 +176,7 @@ LabelEvaluation evaluate_label_maps(const std::string& pred_dir, const std::stri
                       {"mIoU", iou_n ? iou_sum / iou_n : 0.0},
                       {"iou_per_class", per_class},
                       {"matching", to_string(matching)},
+                      {"protocol", to_string(protocol)},
                       {"matching_rule",
                        matching == LabelMatching::Image
                            ? "per image, Hungarian (SciPy tie-breaking); unmatched predicted segments are not FP; "

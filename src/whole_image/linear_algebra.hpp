@@ -14,6 +14,8 @@ std::vector<float> diffseg_anchor_proposals_libtorch(const float* attention, int
                                                      double kl_threshold);
 // walk_ncut_torch.cpp
 Bipartition rw_ncut_bipartition_libtorch(const std::vector<double>& P, int n, int sweep);
+Bipartition graph_ncut_bipartition_libtorch(const std::vector<double>& W, int n, int sweep);
+std::vector<double> cosine_affinity_libtorch(const std::vector<double>& F, int n, int dim, double alpha);
 // P^power by repeated squaring, rows renormalised (n×n, double).
 std::vector<double> power_walk_libtorch(const std::vector<float>& P, int n, int power);
 

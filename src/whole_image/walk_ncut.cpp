@@ -20,12 +20,21 @@ StopPolicy parse_stop_policy(const std::string& s) {
   check::not_one_of("stop", s, {"constant", "null", "sweep-mad", "parent"});
 }
 
+NcutGraph parse_ncut_graph(const std::string& s) {
+  if (s == "transition") return NcutGraph::Transition;
+  if (s == "similarity") return NcutGraph::Similarity;
+  check::not_one_of("graph", s, {"transition", "similarity"});
+}
+
+std::string to_string(NcutGraph g) { return g == NcutGraph::Transition ? "transition" : "similarity"; }
+
 void check_params(const NcutParams& p) {
   check::in_range("power", p.power, 1, 1024);
   check::in_range("ncut.grid", p.grid, 1, 256);
   check::in_range("min_size", p.min_size, 1, 1 << 20);
   check::in_range("max_depth", p.max_depth, 0, 64);
   check::non_negative("tau", p.tau);
+  check::in_interval("alpha", p.alpha, 0, true, 1000, false);
 }
 
 std::string to_string(StopPolicy p) {
@@ -42,8 +51,16 @@ Bipartition rw_ncut_bipartition(const std::vector<double>& P, int n, int sweep) 
   return detail::torch_backend().rw_ncut_bipartition(P, n, sweep);
 }
 
+Bipartition graph_ncut_bipartition(const std::vector<double>& W, int n, int sweep) {
+  return detail::torch_backend().graph_ncut_bipartition(W, n, sweep);
+}
+
 std::vector<int> recursive_rw_ncut(const std::vector<float>& Pf, int n, const NcutParams& p) {
-  const std::vector<double> walk = detail::torch_backend().power_walk(Pf, n, p.power);
+  std::vector<double> walk = detail::torch_backend().power_walk(Pf, n, p.power);
+  // The similarity graph is computed once over all tokens; a segment's graph is its
+  // sub-matrix (DiffCut's painting of the excluded nodes), not re-scaled.
+  const bool similarity = p.graph == NcutGraph::Similarity;
+  if (similarity) walk = detail::torch_backend().cosine_affinity(walk, n, n, p.alpha);
   const double* pk = walk.data();
   std::vector<int> labels(n, 0);
   int next_label = 1;
@@ -54,7 +71,7 @@ std::vector<int> recursive_rw_ncut(const std::vector<float>& Pf, int n, const Nc
     std::vector<double> sub(static_cast<size_t>(m) * m);
     for (int a = 0; a < m; ++a)
       for (int c = 0; c < m; ++c) sub[static_cast<size_t>(a) * m + c] = pk[static_cast<size_t>(nodes[a]) * n + nodes[c]];
-    Bipartition b = rw_ncut_bipartition(sub, m, p.sweep);
+    Bipartition b = similarity ? graph_ncut_bipartition(sub, m, p.sweep) : rw_ncut_bipartition(sub, m, p.sweep);
     if (b.side.empty()) return;
     std::vector<int> A, B;
     for (int a = 0; a < m; ++a) (b.side[a] ? A : B).push_back(nodes[a]);
@@ -113,6 +130,7 @@ AutoResult walk_ncut(const Attention& att, int H, int W, const NcutParams& p) {
   res.meta["grid"] = std::to_string(m->h) + "x" + std::to_string(m->w);
   res.meta["power"] = std::to_string(p.power);
   res.meta["stop"] = to_string(p.policy);
+  res.meta["graph"] = to_string(p.graph);
   // Per-segment indicator maps, upsampled, argmax.
   cv::Mat best(H, W, CV_32F, cv::Scalar(-1.0f));
   res.labels = cv::Mat::zeros(H, W, CV_16U);

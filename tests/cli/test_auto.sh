@@ -14,11 +14,47 @@ import cv2, json, numpy as np
 l = cv2.imread('$TMP/$method.png', cv2.IMREAD_UNCHANGED)
 assert l.dtype == np.uint16 and l.shape == (300, 420), (l.dtype, l.shape)
 j = json.loads(open('$TMP/out').read())
-assert j['segments'] == len(np.unique(l)) and l.max() == j['segments'] - 1, j
+assert j['segments'] == len(np.unique(l)), j
+# NCut labels are 0..K-1; DiffSeg's are its raw proposal indices by default (the reference)
+assert l.max() == j['segments'] - 1 if '$method' == 'ncut' else l.max() < int(j['meta']['proposals']), j
 assert j['segments'] >= 2
 assert l[110, 230] != l[20, 20], 'kite and sky share a label'"
   check "$method: visualisation" test -s $TMP/${method}_vis.png
 done
+# The default source for DiffSeg: on the three-region scene where its 4-level pyramid merged
+# two regions (2 segments), the single grid-48 map it now uses separates all three.
+/usr/bin/python3 $ROOT/scripts/diffseg_flat_scenes.py $TMP/flat 1 0
+expect_ok $M2N2 auto --method diffseg --images $TMP/flat/images --out $TMP/flat/pred --no-cache -q
+check "diffseg, default source: three flat regions, three segments" /usr/bin/python3 -c "
+import json; j = json.loads(open('$TMP/out').read()); assert j['segments'] == 3, j"
+expect_ok $M2N2 eval-auto --pred $TMP/flat/pred --gt $TMP/flat/gt -q
+check "diffseg, default source: mIoU on the three-region scene" /usr/bin/python3 -c "
+import json; m = json.loads(open('$TMP/out').read()); assert m['mIoU'] > 0.8, m"
+
+# DiffSeg's reference settings and their departures.
+expect_ok $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/dc.png --labels compact --crop center \
+  --kl-precision fp32 $Q
+check "diffseg --labels compact --crop center --kl-precision fp32" /usr/bin/python3 -c "
+import cv2, json, numpy as np
+l = cv2.imread('$TMP/dc.png', cv2.IMREAD_UNCHANGED)
+assert l.shape == (512, 512), l.shape
+j = json.loads(open('$TMP/out').read())
+assert l.max() == j['segments'] - 1 == len(np.unique(l)) - 1, j
+assert j['meta']['kl_precision'] == 'fp32' and j['meta']['labels'] == 'compact' and 'fp16_underflow_maps' not in j['meta'], j"
+expect_ok $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/dr.png $Q
+check "diffseg defaults: fp16, raw labels, underflow count" /usr/bin/python3 -c "
+import json; j = json.loads(open('$TMP/out').read())
+assert j['meta']['kl_precision'] == 'fp16' and j['meta']['labels'] == 'raw', j
+n, of, tot = j['meta']['fp16_underflow_maps'].split(' '); assert of == 'of' and 0 <= int(n) <= int(tot), j"
+expect_error 2 "kl-precision" $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/x.png --kl-precision fp64 $Q
+expect_error 2 "labels" $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/x.png --labels sparse $Q
+expect_error 2 "crop" $M2N2 auto --method diffseg --image $EX/images/kite.png --out $TMP/x.png --crop left $Q
+
+expect_ok $M2N2 auto --method ncut --graph similarity --image $EX/images/kite.png --out $TMP/ns.png $Q
+check "ncut --graph similarity" /usr/bin/python3 -c "
+import json; j = json.loads(open('$TMP/out').read()); assert j['meta']['graph'] == 'similarity' and j['segments'] >= 1, j"
+expect_error 2 "graph" $M2N2 auto --method ncut --image $EX/images/kite.png --out $TMP/x.png --graph features $Q
+
 mkdir -p $TMP/imgs && cp $EX/images/*.png $TMP/imgs/
 expect_ok $M2N2 auto --method diffseg --images $TMP/imgs --out $TMP/labels --vis $TMP/vis $Q
 check "folder form" test -s $TMP/labels/fruit.png -a -s $TMP/labels/kite.png -a -s $TMP/vis/kite.png
@@ -64,6 +100,11 @@ check "eval-auto --matching majority" /usr/bin/python3 -c "
 import json; m = json.loads(open('$TMP/out').read())
 assert m['matching'] == 'majority' and abs(m['mIoU'] - 1.0) < 1e-9 and abs(m['pixel_accuracy'] - 1.0) < 1e-9, m"
 expect_error 2 "matching" $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --matching best
+expect_error 2 "protocol" $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --protocol ade20k
+# The protocol wants 512×512 predictions (or the GT's size): the 10×20 toy is scored as cropped.
+expect_ok $M2N2 eval-auto --pred $TMP/pred --gt $TMP/gt --protocol cityscapes27
+check "eval-auto --protocol names itself and has 27 classes" /usr/bin/python3 -c "
+import json; m = json.loads(open('$TMP/out').read()); assert m['protocol'] == 'cityscapes27' and m['classes'] == 27, m"
 # LightCluster on a folder through the tiny ViT archive (format m2n2-attention/2): label
 # maps for every image, the model file; with the embedded default source (no features),
 # one line naming the missing kind, exit 2.

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "m2n2/attention/default_source.hpp"
+#include "m2n2/core/error.hpp"
 #include "m2n2/whole_image/diffseg.hpp"
 #include "m2n2/whole_image/hungarian.hpp"
 #include "m2n2/whole_image/walk_ncut.hpp"
@@ -109,6 +110,42 @@ TEST(WalkNcut, RecoversBlocksOfABlockDiagonalMatrixAndStops) {
     for (int i = 0; i < n; ++i)
       for (int j = 0; j < n; ++j) EXPECT_EQ(l2[i] == l2[j], qb[i] == qb[j]) << to_string(pol);
   }
+}
+
+// Eight tokens: X = {0..3} walk only to Y = {4..7} and back (with 0.1 to their own
+// community on their side), twice as likely within the communities {0,1,4,5} and
+// {2,3,6,7}. The transition graph cuts the flow: communities (NCut 0.645, worked out in
+// NumPy). The similarity graph cuts the profiles: X rows all point at Y, Y rows at X, so
+// X | Y (NCut 0.045 at alpha 1; at alpha 10 the two top eigenvalues are equal to 1e-14).
+TEST(WalkNcut, TransitionAndSimilarityGraphsCutDifferently) {
+  const int n = 8, comm[n] = {0, 0, 1, 1, 0, 0, 1, 1};
+  std::vector<float> P(n * n, 0.0f);
+  for (int i = 0; i < n; ++i) {
+    double sum = 0;
+    for (int j = 0; j < n; ++j) {
+      const bool cross = (i < 4) != (j < 4);
+      const double v = cross ? (comm[i] == comm[j] ? 2.0 : 1.0) : (comm[i] == comm[j] ? 0.1 : 0.0);
+      P[i * n + j] = static_cast<float>(v);
+      sum += v;
+    }
+    for (int j = 0; j < n; ++j) P[i * n + j] = static_cast<float>(P[i * n + j] / sum);
+  }
+  NcutParams p;
+  p.power = 1;
+  p.min_size = 1;
+  p.max_depth = 1;
+  p.policy = StopPolicy::Null;
+  p.alpha = 1;
+  const auto t = recursive_rw_ncut(P, n, p);
+  p.graph = NcutGraph::Similarity;
+  const auto s = recursive_rw_ncut(P, n, p);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      EXPECT_EQ(t[i] == t[j], comm[i] == comm[j]) << "transition " << i << "," << j;
+      EXPECT_EQ(s[i] == s[j], (i < 4) == (j < 4)) << "similarity " << i << "," << j;
+    }
+  EXPECT_EQ(parse_ncut_graph("similarity"), NcutGraph::Similarity);
+  EXPECT_THROW(parse_ncut_graph("features"), InvalidArgument);
 }
 
 TEST(Hungarian, ToyAssignmentsMatchScipy) {
