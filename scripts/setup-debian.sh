@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config \
-  libtorch-dev libopencv-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libgtest-dev libbenchmark-dev zlib1g-dev \
+  libtorch-dev libopencv-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libgtest-dev libbenchmark-dev zlib1g-dev pybind11-dev python3-pybind11 python3-pytest \
   libcpp-httplib-dev \
   libopenblas0-openmp python3 python3-torch python3-numpy python3-opencv \
   python3-pil python3-regex python3-requests python3-filelock python3-importlib-metadata python3-tqdm \

@@ -1,5 +1,14 @@
-"""Self-attention capture shared by scripts/export_sd_attention.py (Stable Diffusion)
-and scripts/make_test_model.py (the hand-made test fixture).
+"""m2n2.capture: the attention M2N2 uses, computed in your own PyTorch (any version,
+device or dtype), for `engine.open(rgb, attention=...)`:
+
+    from m2n2 import capture
+    maps = capture.stable_diffusion(pipe, rgb)       # a diffusers StableDiffusionPipeline
+    session = engine.open(rgb, attention=maps)
+
+The same code makes the TorchScript archives (scripts/export_sd_attention.py, which
+traces `SDAttention`) and the hand-made test fixture (scripts/make_test_model.py), so
+the maps captured here equal the archive's. Pure Python: needs torch (and diffusers
+for Stable Diffusion), never the compiled m2n2 extension.
 
 Two ways in, one average:
 
@@ -20,7 +29,9 @@ Both use only ops that LibTorch 1.13 can load (no scaled_dot_product_attention).
 """
 import json
 
+import numpy as np
 import torch
+from torch import nn
 
 
 def head_average(probs, heads):
@@ -175,3 +186,116 @@ def metadata(model_id, input_size, timestep, layers, grids, weights, dtype, **ex
     }
     meta.update(extra)
     return json.dumps(meta)
+
+
+# ------------------------------------------------------------------ Stable Diffusion
+
+M2N2_LAYERS = ["up_blocks.3.attentions.0", "up_blocks.3.attentions.1"]
+M2N2_WEIGHTS = [0.5, 0.5]
+
+
+class FixedTimestepProjection(nn.Module):
+    """Stands in for unet.time_proj: the sinusoidal projection of the one timestep,
+    computed once. diffusers builds it with torch.arange(device=...), a device
+    constant in a trace."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.register_buffer("value", value)
+
+    def forward(self, timesteps):
+        return self.value.expand(timesteps.shape[0], -1)
+
+
+class SDAttention(nn.Module):
+    """image (1,3,8R,8R) RGB in [0,1] -> {layer: (N,N) head-mean self-attention}: the VAE
+    posterior mean x scaling factor (no noise), one UNet pass at `timestep` with the
+    prompt embedding `embedding`, the attn1 probabilities of `layers`. What the export
+    traces; capture for eager use. Switches the modules' attention processors to the
+    classic one (same numerics) and their timestep projection to a fixed one."""
+
+    def __init__(self, vae, unet, embedding, timestep, layers, dtype):
+        super().__init__()
+        self.vae = vae
+        self.unet = unet
+        self.register_buffer("embedding", embedding)
+        # A 1-d timestep: diffusers moves only 0-d timesteps to the sample's device,
+        # so it must live on the module's device (a buffer moves with the module).
+        t = torch.tensor([timestep], dtype=torch.long, device=embedding.device)
+        self.register_buffer("timestep", t)
+        with torch.no_grad():
+            unet.time_proj = FixedTimestepProjection(unet.time_proj(t).detach())
+        self.layers = layers
+        self.dtype_ = dtype
+        self.capture = DiffusersCapture(unet, layers, others=(vae,))
+
+    def forward(self, image):
+        x = image.to(self.dtype_) * 2.0 - 1.0
+        h = self.vae.encoder(x)
+        if getattr(self.vae, "quant_conv", None) is not None:
+            h = self.vae.quant_conv(h)
+        mean = h[:, : h.shape[1] // 2]  # posterior mean (mode); no sampling
+        latent = mean * self.vae.config.scaling_factor
+        self.capture.maps.clear()
+        self.unet(latent, self.timestep, encoder_hidden_states=self.embedding, return_dict=False)
+        return {name: self.capture.maps[name] for name in self.layers}
+
+
+def empty_prompt_embedding(pipe, device):
+    """The pipeline's embedding of the empty prompt (1, 77, C), on `device`."""
+    if hasattr(pipe, "encode_prompt"):
+        out = pipe.encode_prompt("", device, 1, False)
+        return out[0] if isinstance(out, (tuple, list)) else out
+    return pipe._encode_prompt("", device, 1, False)  # older diffusers
+
+
+def choose_layers(layers=None, weights=None):
+    """(layers, weights): M2N2's two layers at 0.5 each, or the given layers at equal
+    weights unless weights are given."""
+    layers = list(layers or M2N2_LAYERS)
+    weights = list(weights or (M2N2_WEIGHTS if layers == M2N2_LAYERS else [1.0 / len(layers)] * len(layers)))
+    if len(weights) != len(layers):
+        raise ValueError("weights: one value per layer is needed")
+    return layers, weights
+
+
+def image_tensor(rgb, size, device=None):
+    """An H x W x 3 uint8 RGB array as m2n2 feeds a network: resized to `size` (h, w) with
+    OpenCV's INTER_AREA, (1,3,h,w) float32 in [0,1] on `device`."""
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError("image: expected an HxWx3 uint8 RGB array, got %s %s" % (a.dtype, tuple(a.shape)))
+    h, w = size
+    if a.shape[:2] != (h, w):
+        import cv2
+
+        a = cv2.resize(np.ascontiguousarray(a), (w, h), interpolation=cv2.INTER_AREA)
+    x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].to(torch.float32).div(255.0)
+    return x.contiguous().to(device) if device is not None else x.contiguous()
+
+
+def _as_maps(out, layers, weights):
+    return {name: {"attention": out[name].detach().to(device="cpu", dtype=torch.float32).numpy(), "weight": float(w)}
+            for name, w in zip(layers, weights)}
+
+
+def stable_diffusion(pipe, rgb, resolution=128, timestep=100, layers=None, weights=None, *, unet=None, vae=None,
+                     embedding=None):
+    """M2N2's attention of a Stable Diffusion 1.x / 2.x pipeline for one image:
+    {layer: {"attention": (N,N) float32 array, "weight": w}}, N = R², for
+    `engine.open(rgb, attention=...)`. The image is resized to 8R x 8R; the network
+    runs on the device and in the dtype of `pipe.unet` with the empty prompt (no
+    classifier-free guidance). Instead of a pipeline: unet=, vae= and the prompt
+    embedding= (pipe=None). The modules keep the classic attention processor and a
+    fixed timestep projection afterwards (the numerics are diffusers' own)."""
+    unet = unet if unet is not None else pipe.unet
+    vae = vae if vae is not None else pipe.vae
+    param = next(unet.parameters())
+    with torch.no_grad():
+        if embedding is None:
+            embedding = empty_prompt_embedding(pipe, param.device)
+        layers, weights = choose_layers(layers, weights)
+        model = SDAttention(vae, unet, embedding.to(device=param.device, dtype=param.dtype), timestep, layers,
+                            param.dtype).eval()
+        out = model(image_tensor(rgb, (8 * resolution, 8 * resolution), param.device))
+    return _as_maps(out, layers, weights)
