@@ -40,6 +40,15 @@ def read_mask(path):
     return m > 0
 
 
+def cli_mask(binary, image, source, clicks, out):
+    """The mask of `m2n2 segment` (no cache, CPU) for clicks (x, y, positive)."""
+    args = ["segment", "--image", image, "--source", source, "--no-cache", "-q", "--device", "cpu", "--out", out]
+    for x, y, positive in clicks:
+        args += ["--click", "%g,%g,%s" % (x, y, "+" if positive else "-")]
+    run_cli(binary, *args)
+    return read_mask(out)
+
+
 def read_rgb(path):
     import cv2
 

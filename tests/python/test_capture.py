@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_mask, read_rgb, run_cli
+from conftest import ROOT, cli_mask, read_rgb
 
 SHARED = os.environ.get("M2N2_SHARED", os.path.join(ROOT, "..", "shared"))
 VENDOR = os.path.join(SHARED, "vendor")
@@ -55,12 +55,7 @@ def test_captured_maps_equal_the_archive(archive):
 
 
 def test_mask_from_python_capture_equals_cli_mask_from_archive(archive, m2n2_bin, tmp_path):
-    args = ["segment", "--image", IMAGE, "--source", "torchscript:" + archive, "--no-cache", "-q",
-            "--device", "cpu", "--out", tmp_path / "cli.png"]
-    for x, y, positive in CLICKS:
-        args += ["--click", "%d,%d,%s" % (x, y, "+" if positive else "-")]
-    run_cli(m2n2_bin, *args)
-    cli = read_mask(tmp_path / "cli.png")
+    cli = cli_mask(m2n2_bin, IMAGE, "torchscript:" + archive, CLICKS, tmp_path / "cli.png")
     mask = m2n2.Engine().open(read_rgb(IMAGE), attention=captured()).segment(CLICKS).mask
     assert 0 < cli.sum() < cli.size
     assert np.array_equal(mask, cli)
