@@ -17,7 +17,7 @@ and the attn1 probabilities of the chosen layers averaged over heads, returned a
 model, the traced size, timestep, dtype, layers, grids and weights.
 
 The archive is device-neutral: the timestep projection is computed once at export
-and every attention runs through m2n2_capture.scores_like_diffusers, so the graph
+and every attention runs through m2n2.capture.scores_like_diffusers, so the graph
 holds no device constant and LibTorch moves it to the CPU or a GPU on load. An fp32
 archive runs on both; an --fp16 archive needs CUDA (LibTorch's CPU kernels have no
 fp16 convolutions), and m2n2 says so when asked to run one on the CPU. The export
@@ -28,13 +28,10 @@ import os
 import sys
 
 import torch
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from m2n2_capture import DiffusersCapture, device_constants, metadata  # noqa: E402
-
-M2N2_LAYERS = ["up_blocks.3.attentions.0", "up_blocks.3.attentions.1"]
-M2N2_WEIGHTS = [0.5, 0.5]
+import m2n2_capture as capture  # noqa: E402  (python/m2n2/capture.py)
+from m2n2_capture import M2N2_LAYERS, M2N2_WEIGHTS, device_constants, metadata  # noqa: E402,F401 (tests read the weights here)
 
 
 def all_self_attention_layers(unet):
@@ -45,64 +42,21 @@ def all_self_attention_layers(unet):
     return names
 
 
-def empty_prompt_embedding(pipe, device):
-    if hasattr(pipe, "encode_prompt"):
-        out = pipe.encode_prompt("", device, 1, False)
-        return out[0] if isinstance(out, (tuple, list)) else out
-    return pipe._encode_prompt("", device, 1, False)  # older diffusers
+empty_prompt_embedding = capture.empty_prompt_embedding
 
-
-class FixedTimestepProjection(nn.Module):
-    """Stands in for unet.time_proj: the sinusoidal projection of the one timestep,
-    computed at export. diffusers builds it with torch.arange(device=...), a device
-    constant in a trace."""
-
-    def __init__(self, value):
-        super().__init__()
-        self.register_buffer("value", value)
-
-    def forward(self, timesteps):
-        return self.value.expand(timesteps.shape[0], -1)
-
-
-class Exported(nn.Module):
-    def __init__(self, vae, unet, embedding, timestep, layers, dtype):
-        super().__init__()
-        self.vae = vae
-        self.unet = unet
-        self.register_buffer("embedding", embedding)
-        # A 1-d timestep: diffusers moves only 0-d timesteps to the sample's device,
-        # so it must live on the module's device (a buffer moves with the module).
-        t = torch.tensor([timestep], dtype=torch.long, device=embedding.device)
-        self.register_buffer("timestep", t)
-        with torch.no_grad():
-            unet.time_proj = FixedTimestepProjection(unet.time_proj(t).detach())
-        self.layers = layers
-        self.dtype_ = dtype
-        self.capture = DiffusersCapture(unet, layers, others=(vae,))
-
-    def forward(self, image):
-        x = image.to(self.dtype_) * 2.0 - 1.0
-        h = self.vae.encoder(x)
-        if getattr(self.vae, "quant_conv", None) is not None:
-            h = self.vae.quant_conv(h)
-        mean = h[:, : h.shape[1] // 2]  # posterior mean (mode); no sampling
-        latent = mean * self.vae.config.scaling_factor
-        self.capture.maps.clear()
-        self.unet(latent, self.timestep, encoder_hidden_states=self.embedding, return_dict=False)
-        return {name: self.capture.maps[name] for name in self.layers}
+# The traced module: what m2n2.capture.stable_diffusion runs eagerly.
+Exported = capture.SDAttention
 
 
 def choose_layers(unet, layers=None, weights=None, all_layers=False):
     if all_layers:
         layers = all_self_attention_layers(unet)
         weights = [0.5 if n in M2N2_LAYERS else 0.0 for n in layers]
-    else:
-        layers = list(layers or M2N2_LAYERS)
-        weights = list(weights or (M2N2_WEIGHTS if layers == M2N2_LAYERS else [1.0 / len(layers)] * len(layers)))
-    if len(weights) != len(layers):
+        return layers, weights
+    try:
+        return capture.choose_layers(layers, weights)
+    except ValueError:
         raise ValueError("--weights needs one value per layer")
-    return layers, weights
 
 
 def export(unet, vae, embedding, out, *, model_id, resolution=128, timestep=100, layers=None, weights=None,

@@ -24,110 +24,18 @@ import argparse
 import json
 import os
 import sys
-import types
 import warnings
 
 import torch
-from torch import nn
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-KINDS = {"keys", "tokens", "cls", "cls_attention"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import m2n2_capture as capture  # noqa: E402  (python/m2n2/capture.py)
 
-
-def attention_modules(model, family):
-    """The self-attention modules in block order, with their head count and scale."""
-    found = []
-    for name, m in model.named_modules():
-        if family == "dinov2-hf":
-            if hasattr(m, "query") and hasattr(m, "key") and hasattr(m, "value") and hasattr(m, "num_attention_heads"):
-                found.append((name, m))
-        elif hasattr(m, "qkv") and hasattr(m, "num_heads") and hasattr(m, "proj"):
-            found.append((name, m))
-    return found
-
-
-def explicit_forward(module, family, record, index):
-    """A forward with the module's own weights and explicit attention; records (p, k)."""
-
-    if family == "dinov2-hf":
-        def forward(self, hidden_states, head_mask=None, output_attentions=False, *args, **kwargs):
-            b, t, c = hidden_states.shape
-            h, d = self.num_attention_heads, self.attention_head_size
-
-            def heads(x):
-                return x.view(b, t, h, d).permute(0, 2, 1, 3)
-
-            q, k, v = heads(self.query(hidden_states)), heads(self.key(hidden_states)), heads(self.value(hidden_states))
-            p = torch.softmax((q @ k.transpose(-1, -2)) * (d ** -0.5), dim=-1)
-            record[index] = (p, k)
-            y = (p @ v).permute(0, 2, 1, 3).reshape(b, t, h * d)
-            return (y, p) if output_attentions else (y,)
-    else:
-        returns_attention = family == "dino"  # DINO v1's Attention.forward returns (x, attn)
-
-        def forward(self, x, *args, **kwargs):
-            b, t, c = x.shape
-            h = self.num_heads
-            qkv = self.qkv(x).reshape(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            p = torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)
-            record[index] = (p, k)
-            y = self.proj((p @ v).transpose(1, 2).reshape(b, t, c))
-            if hasattr(self, "proj_drop"):
-                y = self.proj_drop(y)
-            return (y, p) if returns_attention else y
-    module.forward = types.MethodType(forward, module)
-
-
-class Exported(nn.Module):
-    """image (1,3,S,S) RGB in [0,1] -> {name: tensor} of format m2n2-attention/2."""
-
-    def __init__(self, model, family, layers, weights, key_layer, attn_layer, features, registers):
-        super().__init__()
-        self.model, self.family = model, family
-        self.layers, self.weights = layers, weights
-        self.key_layer, self.attn_layer, self.features = key_layer, attn_layer, features
-        self.prefix = 1 + registers
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.record = {}
-        self.attn = attention_modules(model, family)
-        for i, (_, m) in enumerate(self.attn):
-            explicit_forward(m, family, self.record, i)
-
-    def final_tokens(self, x):
-        m = self.model
-        if self.family == "dinov2-hf":
-            return m(pixel_values=x).last_hidden_state  # after the final layernorm
-        if self.family == "dinov2-hub":
-            t = m.prepare_tokens_with_masks(x)
-        else:
-            t = m.prepare_tokens(x)
-        for blk in m.blocks:
-            t = blk(t)
-        return m.norm(t)
-
-    def forward(self, image):
-        self.record.clear()
-        x = (image - self.mean) / self.std
-        y = self.final_tokens(x.to(next(self.model.parameters()).dtype))[0]
-        a = self.prefix
-        out = {}
-        for i in self.layers:
-            p = self.record[i][0].float().mean(1)[0, a:, a:]
-            out["layer.%d" % i] = p / p.sum(-1, keepdim=True)
-        if "keys" in self.features:
-            k = self.record[self.key_layer][1][0]  # (heads, tokens, head dim)
-            out["keys.%d" % self.key_layer] = k.transpose(0, 1).reshape(k.shape[1], -1)[a:].float()
-        if "cls_attention" in self.features:
-            ca = self.record[self.attn_layer][0].float().mean(1)[0, 0, a:]
-            out["cls_attention.%d" % self.attn_layer] = ca / ca.sum()
-        if "tokens" in self.features:
-            out["tokens"] = y[a:].float()
-        if "cls" in self.features:
-            out["cls"] = y[0].float()
-        return out
+# The capture code lives in m2n2.capture (python/m2n2/capture.py): `ViTAttention` is
+# what is traced here and what capture.vit runs eagerly.
+Exported = capture.ViTAttention
+IMAGENET_MEAN, IMAGENET_STD, KINDS = capture.IMAGENET_MEAN, capture.IMAGENET_STD, capture.VIT_FEATURES
+attention_modules, explicit_forward = capture.vit_attention_modules, capture.explicit_forward
 
 
 def load_model(args):

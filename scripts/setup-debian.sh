@@ -14,7 +14,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config \
   libtorch-dev libopencv-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libgtest-dev libbenchmark-dev zlib1g-dev \
-  libcpp-httplib-dev libspng-dev \
+  libcpp-httplib-dev libspng-dev pybind11-dev python3-pybind11 python3-pytest \
   libopenblas0-openmp python3 python3-torch python3-numpy python3-opencv \
   python3-pil python3-regex python3-requests python3-filelock python3-importlib-metadata python3-tqdm \
   python3-packaging python3-fsspec python3-yaml python3-typing-extensions > /dev/null

@@ -75,6 +75,11 @@ class Engine {
   // The session of one image (CV_8UC3, RGB). Nothing is computed until the session is
   // first used (or prepare() is called). `name` is used in messages.
   std::unique_ptr<Session> open(const cv::Mat& rgb, const std::string& name = "");
+  // The session of an image whose attention the caller computed (e.g. in Python): it
+  // takes the place of the source and the cache for this image, and is combined for
+  // M2N2 as the source's would be (rounded to fp16 first, as the cache keeps every
+  // source's attention). Throws Error naming the first invalid map.
+  std::unique_ptr<Session> open(const cv::Mat& rgb, Attention attention, const std::string& name = "");
 
   // An image's attention as the source delivers it (through the cache).
   Attention attention(const cv::Mat& rgb);

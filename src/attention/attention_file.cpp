@@ -9,8 +9,9 @@
 
 namespace m2n2 {
 
-AttentionMap read_attention_npy(const std::string& path) {
-  NpyArray a = read_npy(path);
+AttentionMap read_attention_npy(const std::string& path) { return attention_from_array(read_npy(path), path); }
+
+AttentionMap attention_from_array(NpyArray a, const std::string& path) {
   if (a.dtype != "<f4" && a.dtype != "<f2" && a.dtype != "|f4" && a.dtype != "|f2")
     throw Error(path + ": attention must be float32 or float16, got dtype '" + a.dtype + "'");
   AttentionMap m;

@@ -76,11 +76,12 @@ struct Engine::Impl {
   }
 
   // Attention → combined map → operator, on the device of `params`.
-  std::shared_ptr<const MarkovOperator> build(const cv::Mat& rgb, AttentionSource& src, const OperatorParams& params,
-                                              const std::string& name, SessionTimings& t) {
+  // `given`: the attention the caller gave the session (then neither source nor cache).
+  std::shared_ptr<const MarkovOperator> build(const cv::Mat& rgb, AttentionSource& src, const Attention* given,
+                                              const OperatorParams& params, const std::string& name, SessionTimings& t) {
     inject_fault(name, params.device == Device::Cpu);
     auto t0 = std::chrono::steady_clock::now();
-    AttentionMap m = combine_for_m2n2(cache.get(src, rgb));
+    AttentionMap m = given ? combine_for_m2n2(*given) : combine_for_m2n2(cache.get(src, rgb));
     t.attention = seconds_since(t0);
     if (opt.progress) opt.progress("operator", 0.5);
     // Checked against the memory of the device that will hold the operator.
@@ -117,7 +118,8 @@ struct Session::Impl {
   cv::Mat rgb, work;
   std::string name;
   std::unique_ptr<Segmenter> seg;
-  std::optional<Attention> attention;  // kept only once a whole-image method asked for it
+  std::optional<Attention> attention;  // kept once a whole-image method asked for it, or given
+  bool given = false;                  // `attention` came with open(): no source, no cache
   SessionTimings timings;
   Device device = Device::Cpu;
   int expected_points = -1;
@@ -135,7 +137,7 @@ struct Session::Impl {
     OperatorParams op_params = engine.opt.params.op;
     std::shared_ptr<const MarkovOperator> op;
     try {
-      op = engine.build(work, *engine.source, op_params, name, timings);
+      op = engine.build(work, *engine.source, given ? &*attention : nullptr, op_params, name, timings);
     } catch (const MemoryError&) {
       throw;  // our own estimate: the same for every image, and no device will do better
     } catch (const std::exception& e) {
@@ -144,7 +146,8 @@ struct Session::Impl {
       engine.warn((name.empty() ? std::string("image") : name) + ": " + one_line_message(e) +
                   "; retrying this image on the CPU");
       op_params.device = Device::Cpu;
-      op = engine.build(work, engine.cpu(), op_params, name, timings);
+      op = engine.build(work, given ? *engine.source : engine.cpu(), given ? &*attention : nullptr, op_params, name,
+                        timings);
     }
     device = op->device();
     M2N2Params p = engine.opt.params;
@@ -174,6 +177,21 @@ struct Session::Impl {
     return *attention;
   }
 };
+
+std::unique_ptr<Session> Engine::open(const cv::Mat& rgb, Attention attention, const std::string& name) {
+  const std::string prefix = name.empty() ? "" : name + ": ";
+  const auto what = [&](const std::string& n) { return prefix + (n.empty() ? "attention" : n); };
+  if (attention.maps.empty()) throw InvalidArgument(what("") + ": no maps");
+  for (const auto& m : attention.maps) validate_attention_values(m, what(m.name));
+  for (const auto& f : attention.features) validate_feature(f, what(f.name));
+  // As every source's attention is on its way through the cache: the session then equals
+  // one whose source delivered these maps (file:, torchscript:) bit for bit.
+  round_to_fp16(attention);
+  auto session = open(rgb, name);
+  session->impl_->attention = std::move(attention);
+  session->impl_->given = true;
+  return session;
+}
 
 Session::Session(Engine& engine, const cv::Mat& rgb, std::string name)
     : impl_(std::make_unique<Impl>(*engine.impl_, rgb, std::move(name))) {}
