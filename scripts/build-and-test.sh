@@ -15,7 +15,7 @@ cmake -S . -B build-notorch -G Ninja -DCMAKE_BUILD_TYPE=Release -DM2N2_WITH_TORC
 cmake --build build-notorch -j "$jobs" --target m2n2 m2n2_example
 ctest --test-dir build-notorch --output-on-failure -j "$jobs"
 if [ "${M2N2_SKIP_SANITIZERS:-0}" != 1 ]; then
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM2N2_SANITIZE=ON -DM2N2_BUILD_BENCH=OFF > /dev/null
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DM2N2_SANITIZE=ON -DM2N2_BUILD_BENCH=OFF -DM2N2_BUILD_PYTHON=OFF > /dev/null
   cmake --build build-asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$PWD/tests/sanitizers/asan.supp \
   LSAN_OPTIONS=suppressions=$PWD/tests/sanitizers/lsan.supp \

@@ -275,7 +275,7 @@ std::vector<std::string> parse_export_formats(const std::string& list) {
   std::string f;
   while (std::getline(ss, f, ',')) {
     if (std::find(export_formats().begin(), export_formats().end(), f) == export_formats().end())
-      check::not_one_of("export", f, {"coco-results", "coco-instances", "labelme", "yolo-seg"});
+      throw InvalidArgument("export: unknown format '" + f + "' (coco-results, coco-instances, labelme, yolo-seg)");
     if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
   }
   if (out.empty()) throw InvalidArgument("export: name at least one format");

@@ -183,21 +183,24 @@ check(r.returncode == 0 and np.array(Image.open(f"{tmp}/raw.png")).shape == (24,
 # serve: the image it sends (and segments) follows the same rule.
 os.makedirs(f"{tmp}/srv")
 os.link(f"{tmp}/photo.jpg", f"{tmp}/srv/photo.jpg")
+with open(f"{tmp}/token", "w") as tf:
+    tf.write("exif-test-token-0123456789\n")
 for mode, want_size in (("apply", ("24", "40")), ("ignore", ("40", "24"))):
     log = open(f"{tmp}/serve_{mode}.log", "w+")
     proc = subprocess.Popen([exe, "serve", "--images", f"{tmp}/srv", "--out", f"{tmp}/srv_out_{mode}", "--port", "0",
-                             "--exif", mode, "--grid", "16", "--no-cache"], stdout=subprocess.DEVNULL, stderr=log)
+                             "--exif", mode, "--grid", "16", "--no-cache", "--token-file", f"{tmp}/token"],
+                            stdout=subprocess.DEVNULL, stderr=log)
     port, deadline = None, time.monotonic() + 60
     while port is None and time.monotonic() < deadline and proc.poll() is None:
         log.flush()
         for line in open(log.name).read().splitlines():
             if "serving on http://127.0.0.1:" in line:
-                port = int(line.rsplit(":", 1)[1].split("/")[0])
+                port = int(line.split("serving on http://127.0.0.1:", 1)[1].split("/")[0])
         time.sleep(0.1)
     got = None
     if port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("GET", "/api/image?name=photo.jpg")
+        conn.request("GET", "/api/image?name=photo.jpg", headers={"Authorization": "Bearer exif-test-token-0123456789"})
         resp = conn.getresponse()
         resp.read()
         got = (resp.getheader("X-Image-Width"), resp.getheader("X-Image-Height"))

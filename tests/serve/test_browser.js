@@ -144,7 +144,10 @@ async function main() {
       for (let i = 0; i < 600 && fs.existsSync(maskFile) !== exists; ++i) await new Promise((r) => setTimeout(r, 100));
       if (fs.existsSync(maskFile) !== exists) fail(`mask ${exists ? 'not restored' : 'not deleted'}: ${maskFile}`);
     };
-    await (await page.$$('.del'))[0].click();
+    // Clicked inside the page in one step: the list may be redrawn between looking an element
+    // up and clicking it from outside (a detached handle under load).
+    await page.waitForSelector('.del');
+    await page.evaluate(() => document.querySelectorAll('.del')[0].click());
     await page.waitForFunction(() => window.m2n2.state.perImage.get('fruit.png').objects.length === 1, {timeout: 60000});
     await waitFile(false);
     let ids = await page.evaluate(() => window.m2n2.state.perImage.get('fruit.png').objects.map((o) => o.id));
